@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what asr-finetune needs on a fresh Debian/Ubuntu machine: system tools, then the package.
+# torch is pinned first: a bare `torch` requirement would pull the multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v mpirun >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin >/dev/null
+fi
+python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+python -m pip install -q -e ".[test,phonemes]"

@@ -1,0 +1,446 @@
+"""Load splits from the Hub, a local audiofolder, or a CSV / JSON / JSONL manifest, and check them.
+
+Every loader ends in the same shape: a ``datasets.Dataset`` whose audio column holds a path or a
+``{"path", "bytes"}`` dict (never decoded samples), plus ``id``, normalised ``text`` and header ``duration``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .audio import AudioError, audio_info, describe_source
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+METADATA_STEM = "metadata"
+AUDIOFOLDER_PATH_COLUMN = "file_name"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, split, column or row and says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- split expressions
+
+_SPLIT_PART = re.compile(r"^\s*(?P<name>[^\[\]+]+?)\s*(?:\[(?P<start>[^:\]]*):(?P<stop>[^\]]*)\])?\s*$")
+
+
+@dataclass(frozen=True)
+class SplitPart:
+    """One term of a split expression such as ``train[:100]`` or ``validation[10%:]``."""
+
+    name: str
+    start: str = ""
+    stop: str = ""
+
+    def bounds(self, size: int) -> tuple[int, int]:
+        def resolve(value: str, default: int) -> int:
+            if value == "":
+                return default
+            if value.endswith("%"):
+                index = round(float(value[:-1]) * size / 100)
+            else:
+                index = int(value)
+            if index < 0:
+                index += size
+            return max(0, min(size, index))
+
+        return resolve(self.start, 0), resolve(self.stop, size)
+
+
+def parse_split_expression(expression: str) -> list[SplitPart]:
+    """Parse ``train+validation``, ``train[:100]``, ``test[50%:]`` as the datasets library does."""
+    parts = []
+    for term in expression.split("+"):
+        match = _SPLIT_PART.match(term)
+        if not match:
+            raise DataError(
+                f"Cannot parse split expression {expression!r}: use names joined by '+', each optionally "
+                "sliced like 'train[:100]' or 'train[10%:50%]'."
+            )
+        parts.append(SplitPart(match["name"], (match["start"] or "").strip(), (match["stop"] or "").strip()))
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------- local datasets
+
+
+def is_local_dataset(name: str) -> bool:
+    return Path(name).expanduser().exists()
+
+
+def discover_local_splits(root: str | Path) -> dict[str, Path]:
+    """Map split names to manifest files for a local dataset path.
+
+    - a manifest file: one split named after the file stem (``train.jsonl`` -> ``train``);
+    - a directory of manifests: ``train.csv``, ``test.jsonl``, ... one split each;
+    - an audiofolder: split sub-directories each holding ``metadata.{jsonl,csv}``, or one
+      ``metadata.{jsonl,csv}`` at the top (a single ``train`` split).
+    """
+    root = Path(root).expanduser()
+    if root.is_file():
+        if root.suffix not in MANIFEST_SUFFIXES:
+            raise DataError(f"{root} is not a manifest: expected one of {', '.join(MANIFEST_SUFFIXES)}.")
+        return {root.stem: root}
+    splits: dict[str, Path] = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        metadata = _metadata_file(sub)
+        if metadata is not None:
+            splits[sub.name] = metadata
+    if not splits:
+        top = _metadata_file(root)
+        if top is not None:
+            return {"train": top}
+        for path in sorted(root.iterdir()):
+            if path.is_file() and path.suffix in MANIFEST_SUFFIXES:
+                splits[path.stem] = path
+    if not splits:
+        raise DataError(
+            f"No dataset found in {root}: expected split folders with metadata.jsonl/metadata.csv "
+            "(audiofolder), or manifest files named <split>.jsonl / <split>.csv."
+        )
+    return splits
+
+
+def _metadata_file(directory: Path) -> Path | None:
+    for suffix in MANIFEST_SUFFIXES:
+        candidate = directory / f"{METADATA_STEM}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_manifest(path: str | Path, audio_column: str) -> list[dict[str, Any]]:
+    """Rows of a manifest, with audio paths made absolute (relative paths are relative to the manifest)."""
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise DataError(f"Manifest {path} has no rows.")
+    if audio_column not in rows[0] and AUDIOFOLDER_PATH_COLUMN in rows[0]:
+        for row in rows:
+            row[audio_column] = row.pop(AUDIOFOLDER_PATH_COLUMN)
+    base = path.parent
+    for row in rows:
+        value = row.get(audio_column)
+        if isinstance(value, str) and value:
+            audio_path = Path(value).expanduser()
+            row[audio_column] = str(audio_path if audio_path.is_absolute() else (base / audio_path).resolve())
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        if path.suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8") as handle:
+                return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+        if path.suffix == ".jsonl":
+            rows = []
+            with open(path, encoding="utf-8") as handle:
+                for line_number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DataError(f"{path}:{line_number} is not valid JSON: {err.msg}.") from err
+            return rows
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text: {err}.") from err
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}.") from err
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{path} must hold a JSON list of rows (or {{'data': [...]}}).")
+    return data
+
+
+def _load_local(root: str, expression: str, audio_column: str) -> datasets.Dataset:
+    available = discover_local_splits(root)
+    pieces = []
+    for part in parse_split_expression(expression):
+        if part.name not in available:
+            raise DataError(
+                f"Split {part.name!r} not found in {root}. Available splits: {', '.join(sorted(available))}. "
+                "Set --train_split_name / --eval_split_name to one of them."
+            )
+        rows = read_manifest(available[part.name], audio_column)
+        start, stop = part.bounds(len(rows))
+        piece = datasets.Dataset.from_list(rows[start:stop]) if stop > start else None
+        if piece is not None:
+            pieces.append(piece)
+    if not pieces:
+        raise DataError(f"Split expression {expression!r} selects no rows of {root}.")
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+
+
+# ---------------------------------------------------------------------------------------------- hub datasets
+
+
+def _load_hub(
+    name: str,
+    expression: str,
+    config_name: str | None,
+    cache_dir: str | None,
+    token: str | bool | None,
+    trust_remote_code: bool,
+) -> datasets.Dataset:
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": token}
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    try:
+        return datasets.load_dataset(name, config_name, split=expression, **kwargs)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise DataError(
+                f"{err} Set --train_split_name / --eval_split_name to one of the dataset's splits."
+            ) from err
+        raise
+
+
+def load_split(
+    dataset_name: str,
+    split_expression: str,
+    audio_column: str,
+    *,
+    config_name: str | None = None,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    trust_remote_code: bool = False,
+) -> datasets.Dataset:
+    """Load one split expression from a local path or the Hub, with the audio column left undecoded."""
+    if is_local_dataset(dataset_name):
+        dataset = _load_local(dataset_name, split_expression, audio_column)
+    else:
+        dataset = _load_hub(dataset_name, split_expression, config_name, cache_dir, token, trust_remote_code)
+    feature = dataset.features.get(audio_column)
+    if isinstance(feature, datasets.Audio) and feature.decode:
+        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+    return dataset
+
+
+def check_columns(dataset: datasets.Dataset, required: dict[str, str], where: str) -> None:
+    """Fail with the columns the dataset does have when a required one is missing.
+
+    ``required`` maps column names to the flag that sets them, e.g. ``{"sentence": "--text_column_name"}``.
+    """
+    missing = {column: flag for column, flag in required.items() if column not in dataset.column_names}
+    if missing:
+        wanted = ", ".join(f"{column!r} (set with {flag})" for column, flag in missing.items())
+        raise DataError(
+            f"{where} has no column {wanted}. Columns it has: {', '.join(dataset.column_names)}."
+        )
+
+
+# ---------------------------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class DropCounts:
+    """Rows removed from a split, by reason, with a few example ids for each reason."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, count: int, example_ids: Sequence[str]) -> None:
+        self.counts[reason] += count
+        examples = self.examples.setdefault(reason, [])
+        examples.extend(example_ids[: max(0, 3 - len(examples))])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "none"
+        return "; ".join(
+            f"{count} {reason} (e.g. {', '.join(self.examples.get(reason, [])[:3])})"
+            for reason, count in self.counts.most_common()
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _row_id(row: dict[str, Any], index: int, audio_column: str, id_column: str | None, split_label: str) -> str:
+    if id_column and row.get(id_column) not in (None, ""):
+        return str(row[id_column])
+    source = row.get(audio_column)
+    if isinstance(source, (str, dict)):
+        name = describe_source(source)
+        if not name.startswith("<"):
+            return name
+    return f"{split_label}[{index}]"
+
+
+def _header_batch(
+    batch: dict[str, list], indices: list[int], audio_column: str, id_column: str | None, split_label: str
+) -> dict[str, list]:
+    ids, durations, errors = [], [], []
+    for offset, index in enumerate(indices):
+        row = {key: values[offset] for key, values in batch.items()}
+        ids.append(_row_id(row, index, audio_column, id_column, split_label))
+        try:
+            info = audio_info(row[audio_column])
+            durations.append(info.duration)
+            errors.append("" if info.num_frames > 0 else "empty audio (0 samples)")
+        except AudioError as err:
+            durations.append(0.0)
+            errors.append(str(err))
+    return {"id": ids, "duration": durations, "audio_error": errors}
+
+
+def read_headers(
+    dataset: datasets.Dataset,
+    audio_column: str,
+    split_label: str,
+    *,
+    id_column: str | None = "id",
+    num_proc: int | None = None,
+    load_from_cache_file: bool = True,
+) -> datasets.Dataset:
+    """Add ``id``, ``duration`` (seconds, from the file header) and ``audio_error`` columns; no decoding."""
+    if id_column and id_column not in dataset.column_names:
+        id_column = None
+    return dataset.map(
+        _header_batch,
+        batched=True,
+        with_indices=True,
+        fn_kwargs={"audio_column": audio_column, "id_column": id_column, "split_label": split_label},
+        num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) >= 2 * num_proc else None,
+        load_from_cache_file=load_from_cache_file,
+        desc=f"Reading audio headers ({split_label})",
+    )
+
+
+def drop_rows(
+    dataset: datasets.Dataset, keep: Sequence[bool], reason: str, drops: DropCounts
+) -> datasets.Dataset:
+    """Remove rows where ``keep`` is False, counting them under ``reason``."""
+    dropped = [index for index, ok in enumerate(keep) if not ok]
+    if not dropped:
+        return dataset
+    drops.add(reason, len(dropped), [dataset[index]["id"] for index in dropped[:3]])
+    return dataset.select([index for index, ok in enumerate(keep) if ok])
+
+
+def reject_bad_rows(
+    dataset: datasets.Dataset,
+    problems: Sequence[str],
+    split_label: str,
+    on_bad_row: str,
+    drops: DropCounts,
+    reason: str,
+) -> datasets.Dataset:
+    """Rows with a non-empty problem string stop the run (listing them), or are dropped and counted."""
+    bad = [index for index, problem in enumerate(problems) if problem]
+    if not bad:
+        return dataset
+    if on_bad_row != "skip":
+        shown = "\n".join(f"  row {index} ({dataset[index]['id']}): {problems[index]}" for index in bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DataError(
+            f"{len(bad)} bad row(s) in {split_label}:\n{shown}{more}\n"
+            "Fix or remove them, or pass --on_bad_row skip to drop such rows and count them."
+        )
+    logger.warning("%s: skipping %d row(s) with %s (--on_bad_row skip).", split_label, len(bad), reason)
+    return drop_rows(dataset, [not problem for problem in problems], reason, drops)
+
+
+@dataclass
+class SplitConfig:
+    """Everything :func:`prepare_split` needs to know, independent of the entry script."""
+
+    dataset_name: str
+    audio_column: str = "audio"
+    text_column: str | None = "text"
+    id_column: str | None = "id"
+    config_name: str | None = None
+    cache_dir: str | None = None
+    token: str | bool | None = None
+    trust_remote_code: bool = False
+    num_proc: int | None = None
+    overwrite_cache: bool = False
+    on_bad_row: str = "error"
+    min_duration: float = 0.0
+    max_duration: float | None = None
+
+
+def prepare_split(
+    config: SplitConfig,
+    split_expression: str,
+    normalize: Callable[[list[str]], list[str]] | None,
+    *,
+    max_samples: int | None = None,
+) -> tuple[datasets.Dataset, DropCounts]:
+    """Load a split, check it, read headers, normalise text, and drop what cannot be trained on.
+
+    Returns the dataset with columns ``id``, the audio column, ``text`` (when a text column is set)
+    and ``duration``, plus the counts of rows dropped per reason.
+    """
+    label = f"{config.dataset_name} split {split_expression!r}"
+    dataset = load_split(
+        config.dataset_name,
+        split_expression,
+        config.audio_column,
+        config_name=config.config_name,
+        cache_dir=config.cache_dir,
+        token=config.token,
+        trust_remote_code=config.trust_remote_code,
+    )
+    required = {config.audio_column: "--audio_column_name"}
+    if config.text_column:
+        required[config.text_column] = "--text_column_name"
+    check_columns(dataset, required, label)
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+
+    keep = [config.audio_column, config.id_column or "id"]
+    if config.text_column:
+        keep.append(config.text_column)
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+    dataset = read_headers(
+        dataset,
+        config.audio_column,
+        label,
+        id_column=config.id_column,
+        num_proc=config.num_proc,
+        load_from_cache_file=not config.overwrite_cache,
+    )
+    drops = DropCounts()
+    dataset = reject_bad_rows(
+        dataset, dataset["audio_error"], label, config.on_bad_row, drops, "unreadable or empty audio"
+    )
+    dataset = dataset.remove_columns("audio_error")
+
+    if config.text_column:
+        raw = dataset[config.text_column]
+        texts = normalize([t if isinstance(t, str) else "" for t in raw]) if normalize else list(raw)
+        if config.text_column != "text" and "text" in dataset.column_names:
+            dataset = dataset.remove_columns("text")
+        dataset = dataset.remove_columns(config.text_column).add_column("text", texts)
+        problems = ["empty transcript (after normalisation)" if not text else "" for text in texts]
+        dataset = reject_bad_rows(dataset, problems, label, config.on_bad_row, drops, "empty transcripts")
+
+    shorter = f"shorter than --min_duration_in_seconds {config.min_duration}"
+    dataset = drop_rows(dataset, [d >= config.min_duration for d in dataset["duration"]], shorter, drops)
+    if config.max_duration is not None:
+        longer = f"longer than --max_duration_in_seconds {config.max_duration}"
+        dataset = drop_rows(dataset, [d <= config.max_duration for d in dataset["duration"]], longer, drops)
+    if len(dataset) == 0:
+        raise DataError(f"No usable rows left in {label} (dropped: {drops.summary()}).")
+    return dataset, drops

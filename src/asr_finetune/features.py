@@ -1,0 +1,41 @@
+"""A torch Dataset that decodes audio and extracts features on the fly, in the loader workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import torch
+
+from .audio import load_audio
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Rows of a prepared split -> model inputs (and labels when the split has a ``labels`` column).
+
+    Nothing float-sized is cached: each item is decoded, resampled and featurised when asked for,
+    so memory does not grow with the corpus and decoding overlaps training when
+    ``--dataloader_num_workers`` > 0.
+    """
+
+    def __init__(self, rows: datasets.Dataset, feature_extractor: Any, audio_column: str) -> None:
+        self.rows = rows
+        self.feature_extractor = feature_extractor
+        self.audio_column = audio_column
+        self.input_name = feature_extractor.model_input_names[0]
+        self.has_labels = "labels" in rows.column_names
+        self.durations: list[float] = list(rows["duration"])
+        self.ids: list[str] = list(rows["id"])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        sampling_rate = self.feature_extractor.sampling_rate
+        samples = load_audio(row[self.audio_column], sampling_rate)
+        features = self.feature_extractor(samples, sampling_rate=sampling_rate)
+        item = {self.input_name: features[self.input_name][0]}
+        if self.has_labels:
+            item["labels"] = row["labels"]
+        return item

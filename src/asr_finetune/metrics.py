@@ -1,0 +1,58 @@
+"""WER / CER with jiwer, and a per-utterance report of what went wrong where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jiwer
+
+SUPPORTED_METRICS = ("wer", "cer")
+
+
+def _nonempty(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[list[str], list[str]]:
+    # jiwer rejects empty references; an empty reference contributes no words to the error rate.
+    pairs = [(ref, hyp) for ref, hyp in zip(references, hypotheses, strict=True) if ref.strip()]
+    return [ref for ref, _ in pairs], [hyp for _, hyp in pairs]
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: Sequence[str] = ("wer",)) -> dict:
+    """Corpus-level error rates (errors summed over the corpus, divided by reference length)."""
+    unknown = [name for name in metrics if name not in SUPPORTED_METRICS]
+    if unknown:
+        raise ValueError(f"Unknown eval metric(s) {unknown}; choose from {list(SUPPORTED_METRICS)}.")
+    refs, hyps = _nonempty(references, hypotheses)
+    if not refs:
+        return {name: float("nan") for name in metrics}
+    results = {}
+    if "wer" in metrics:
+        results["wer"] = float(jiwer.wer(refs, hyps))
+    if "cer" in metrics:
+        results["cer"] = float(jiwer.cer(refs, hyps))
+    return results
+
+
+def utterance_report(
+    ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per utterance: id, reference, hypothesis, word errors (sub/del/ins) and the reference length."""
+    rows = []
+    for utt_id, ref, hyp in zip(ids, references, hypotheses, strict=True):
+        if ref.strip():
+            out = jiwer.process_words(ref, hyp)
+            sub, dele, ins, n_ref = out.substitutions, out.deletions, out.insertions, len(ref.split())
+        else:
+            sub, dele, ins, n_ref = 0, 0, len(hyp.split()), 0
+        rows.append(
+            {
+                "id": utt_id,
+                "reference": ref,
+                "hypothesis": hyp,
+                "errors": sub + dele + ins,
+                "substitutions": sub,
+                "deletions": dele,
+                "insertions": ins,
+                "reference_words": n_ref,
+            }
+        )
+    return rows

@@ -1,0 +1,91 @@
+"""Loading models and processors: pretrained (Hub id or local dir) or from a config, with overrides."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+def hub_kwargs(cache_dir: str | None, revision: str | None, token: str | None, trust_remote_code: bool) -> dict:
+    """The keyword arguments every ``from_pretrained`` call of a run shares."""
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": token}
+    if revision:
+        kwargs["revision"] = revision
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    return kwargs
+
+
+def load_feature_extractor(name_or_path: str, **kwargs: Any) -> Any:
+    try:
+        return AutoFeatureExtractor.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"No feature extractor (preprocessor_config.json) found for {name_or_path}: {err}\n"
+            "Pass --feature_extractor_name with a model dir or Hub id that has one."
+        ) from err
+
+
+def find_tokenizer(name_or_path: str | None, **kwargs: Any) -> Any | None:
+    """The tokenizer a model dir or Hub id carries, or None when it carries none."""
+    if not name_or_path:
+        return None
+    local = Path(name_or_path)
+    if local.is_dir() and not any((local / name).exists() for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def load_ctc_model(
+    model_name_or_path: str | None,
+    config_name: str | None,
+    overrides: dict[str, Any],
+    tokenizer: Any,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """A CTC model whose head matches ``tokenizer``; a mismatched or missing head is (re)initialised and logged.
+
+    With ``config_name`` and no ``model_name_or_path`` the model starts from random weights.
+    """
+    config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
+    previous_vocab = getattr(config, "vocab_size", None)
+    config.update(
+        {
+            **overrides,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    )
+    if not model_name_or_path:
+        logger.info("Training from scratch: random weights from config %s.", config_name)
+        return AutoModelForCTC.from_config(config)
+    model, info = AutoModelForCTC.from_pretrained(
+        model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+    )
+    head_missing = any(key.startswith("lm_head") for key in info.get("missing_keys", []))
+    head_mismatched = any(str(entry[0] if isinstance(entry, tuple) else entry).startswith("lm_head")
+                          for entry in info.get("mismatched_keys", []))
+    if head_mismatched:
+        logger.warning(
+            "CTC head re-initialised: %s has a %s-token head, the tokenizer has %d tokens. Pass "
+            "--tokenizer_name_or_path %s to keep the checkpoint's vocabulary instead.",
+            model_name_or_path, previous_vocab, len(tokenizer), model_name_or_path,
+        )
+    elif head_missing:
+        logger.info("CTC head initialised: %s has no CTC head (%d outputs added).", model_name_or_path, len(tokenizer))
+    return model
+
+
+def output_frames(model: PreTrainedModel, num_samples: list[int]) -> list[int]:
+    """Encoder output frames for inputs of the given sample counts (what CTC has to fit labels into)."""
+    lengths = torch.as_tensor(num_samples, dtype=torch.long)
+    return model._get_feat_extract_output_lengths(lengths).tolist()

@@ -1,0 +1,77 @@
+"""What a run leaves in output_dir: final model published atomically, data report, model card."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write_text
+
+PARTIAL_DIR = ".partial-final"
+
+
+def publish_files(staging: str | Path, output_dir: str | Path) -> list[str]:
+    """Move every file of ``staging`` into ``output_dir`` one rename at a time, then remove ``staging``.
+
+    The model is first written in full to the staging folder, so a run killed while saving leaves the
+    previous files in output_dir intact rather than a half-written model.
+    """
+    staging, output_dir = Path(staging), Path(output_dir)
+    moved = []
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            target = output_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(str(target.relative_to(output_dir)))
+    shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def write_model_card(output_dir: str | Path, *, title: str, details: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """A README.md model card: what was trained on what, the figures measured, and how to use it."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: automatic-speech-recognition",
+        "tags: [asr-finetune]",
+        "---",
+        f"# {title}",
+        "",
+        "Fine-tuned with [asr-finetune](https://pypi.org/project/asr-finetune/).",
+        "",
+        "## Training",
+        "",
+    ]
+    lines += [f"- **{key}**: {value}" for key, value in details.items()]
+    lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in metrics.items()]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'asr = pipeline("automatic-speech-recognition", model="{Path(output_dir).name}")',
+        'print(asr("clip.wav")["text"])',
+        "```",
+        "",
+        "## Command",
+        "",
+        "```",
+        command_line(),
+        "```",
+        "",
+        f"Python {platform.python_version()}.",
+        "",
+    ]
+    atomic_write_text(Path(output_dir) / "README.md", "\n".join(lines))

@@ -1,0 +1,47 @@
+"""Shared fixtures: a small espeak-ng corpus, a tiny saved model, and audio files made with sox."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from asr_finetune.synthetic import make_corpus
+from asr_finetune.tiny_models import save_tiny_wav2vec2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run scripts/install.sh (apt-get install espeak-ng sox libsox-fmt-mp3).")
+    return path
+
+
+def sox(*args: str | Path) -> None:
+    """Run sox; used to make real stereo / resampled / mp3 / flac / truncated files."""
+    subprocess.run([require("sox"), *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small digits corpus (train/validation/test), the same for every test that reads it."""
+    require("espeak-ng")
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, num_train=32, num_validation=4, num_test=8, seed=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised wav2vec2 encoder saved like a checkpoint (no CTC head yet)."""
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("tiny") / "model", hidden_size=32, layers=2, conv_channels=32)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(corpus: Path) -> Path:
+    """One real 22.05 kHz mono espeak clip."""
+    return sorted((corpus / "train").glob("*.wav"))[0]

@@ -1,0 +1,124 @@
+"""End to end: the CTC script on a small espeak corpus and a tiny model saved to disk."""
+
+import json
+import logging
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import pipeline
+
+from asr_finetune.audio import load_audio
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
+main = runpy.run_path(str(SCRIPT), run_name="ctc_script")["main"]
+
+
+def ctc_args(model: Path, corpus: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
+        "--train_split_name", "train", "--eval_split_name", "test", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1",
+        "--freeze_feature_encoder", "false", "--report_to", "none", "--disable_tqdm", "true",
+        "--eval_metrics", "wer", "cer", *extra,
+    ]
+
+
+def losses(output_dir: Path) -> list[float]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output_dir = tmp_path_factory.mktemp("ctc") / "run"
+    main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--do_eval", "--max_steps", "12", "--save_steps", "6"))
+    return output_dir
+
+
+def test_loss_falls_and_outputs_are_complete(trained: Path) -> None:
+    history = losses(trained)
+    assert len(history) == 12
+    assert sum(history[-3:]) / 3 < sum(history[:3]) / 3 * 0.8
+    for name in ("vocab.json", "config.json", "model.safetensors", "preprocessor_config.json", "README.md",
+                 "all_results.json", "eval_results.json", "data_report.json"):
+        assert (trained / name).is_file(), name
+    assert not (trained / ".partial-final").exists()
+    results = json.loads((trained / "all_results.json").read_text())
+    assert 0 <= results["eval_cer"] <= results["eval_wer"] + 1
+    rows = [json.loads(line) for line in (trained / "eval_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
+    assert {"id", "reference", "hypothesis", "errors"} <= set(rows[0])
+    assert rows[0]["id"].endswith("test_000000.wav") and rows[0]["reference"]
+
+
+def test_output_dir_loads_in_the_asr_pipeline(trained: Path, corpus: Path) -> None:
+    asr = pipeline("automatic-speech-recognition", model=str(trained))
+    clip = sorted((corpus / "test").glob("*.wav"))[0]
+    out = asr({"raw": load_audio(str(clip), 16_000), "sampling_rate": 16_000})
+    assert isinstance(out["text"], str)
+    assert set(out["text"]) <= set(json.loads((trained / "vocab.json").read_text())) | {" "}
+
+
+def test_rerun_resumes_from_the_last_checkpoint(trained: Path, tiny_model: Path, corpus: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    output_dir = tmp_path / "resume"
+    import shutil
+
+    shutil.copytree(trained, output_dir)
+    (output_dir / "checkpoint-12" / "trainer_state.json").unlink()  # as if killed while saving checkpoint-12
+    vocab = (output_dir / "vocab.json").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "15", "--save_steps", "6",
+                      "--seed", "1"))
+    assert "Resuming from" in caplog.text and "checkpoint-6" in caplog.text
+    assert "Ignoring incomplete checkpoint" in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 15
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == list(range(1, 16))
+    # Steps 1-6 come from checkpoint-6 unchanged; a restart (here with another seed) would recompute them.
+    assert losses(output_dir)[:6] == losses(trained)[:6]
+    assert (output_dir / "vocab.json").read_bytes() == vocab
+
+
+def test_eval_only_on_the_fine_tuned_model(trained: Path, corpus: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "eval"
+    results = main(ctc_args(trained, corpus, output_dir, "--do_eval", "--train_split_name", "no_such_split"))
+    expected = json.loads((trained / "eval_results.json").read_text())["eval_wer"]
+    assert results["eval_wer"] == pytest.approx(expected)
+    assert (output_dir / "eval_predictions.jsonl").is_file()
+
+
+def test_train_only_never_reads_the_eval_split(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "train-only"
+    main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "2", "--eval_split_name", "absent"))
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_preprocessing_only_then_training_in_the_same_dir(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "prep"
+    main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--preprocessing_only"))
+    assert (output_dir / "vocab.json").is_file() and not (output_dir / "model.safetensors").exists()
+    main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "2"))
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_transcripts_ctc_cannot_fit_are_dropped_and_counted(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    clip = sorted((corpus / "train").glob("*.wav"))[0]
+    rows = [{"audio": str(clip), "text": "one two"}] * 3 + [{"audio": str(clip), "text": "nine " * 200}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output_dir = tmp_path / "fit"
+    main(ctc_args(tiny_model, tmp_path / "train.jsonl", output_dir, "--do_train", "--preprocessing_only"))
+    report = json.loads((output_dir / "data_report.json").read_text())
+    assert report["train"]["utterances"] == 3
+    assert report["train"]["dropped"] == {"transcripts longer than the model's output frames (CTC cannot fit them)": 1}
+
+
+def test_cli_reports_a_missing_column_and_exits_2(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    args = ctc_args(tiny_model, corpus, tmp_path / "x", "--do_train", "--text_column_name", "sentence")
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "no column 'sentence' (set with --text_column_name)" in proc.stdout + proc.stderr

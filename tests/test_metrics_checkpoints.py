@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from asr_finetune.checkpoints import complete_checkpoints, resolve_resume
+from asr_finetune.metrics import error_rates, utterance_report
+
+
+def test_error_rates() -> None:
+    rates = error_rates(["one two three", "four"], ["one too three", "four five"], ["wer", "cer"])
+    assert rates["wer"] == pytest.approx(2 / 4)
+    assert 0 < rates["cer"] < rates["wer"]
+
+
+def test_unknown_metric_is_refused() -> None:
+    with pytest.raises(ValueError, match="bleu"):
+        error_rates(["a"], ["a"], ["bleu"])
+
+
+def test_utterance_report_counts_errors_per_utterance() -> None:
+    rows = utterance_report(["u1", "u2", "u3"], ["one two", "three", ""], ["one", "three four", "five"])
+    assert [row["errors"] for row in rows] == [1, 1, 1]
+    assert rows[0]["deletions"] == 1 and rows[1]["insertions"] == 1
+    assert rows[0]["id"] == "u1" and rows[1]["hypothesis"] == "three four"
+
+
+def _checkpoint(root: Path, step: int, complete: bool = True) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / "trainer_state.json").write_text("{}")
+    return path
+
+
+def test_half_written_checkpoint_is_never_resumed(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 20, complete=False)
+    assert complete_checkpoints(tmp_path) == [tmp_path / "checkpoint-10"]
+    assert resolve_resume(tmp_path, None) == str(tmp_path / "checkpoint-10")
+
+
+def test_numeric_order_and_fresh_start(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 9)
+    _checkpoint(tmp_path, 100)
+    assert resolve_resume(tmp_path, None) == str(tmp_path / "checkpoint-100")
+    assert resolve_resume(tmp_path, "false") is None
+    assert resolve_resume(tmp_path, None, start_fresh=True) is None
+
+
+def test_explicit_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
+    assert resolve_resume(tmp_path, None) is None
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        resolve_resume(tmp_path, "true")
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_resume(tmp_path, str(_checkpoint(tmp_path, 5, complete=False)))
