@@ -122,3 +122,30 @@ def test_cli_reports_a_missing_column_and_exits_2(tiny_model: Path, corpus: Path
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no column 'sentence' (set with --text_column_name)" in proc.stdout + proc.stderr
+
+
+def test_a_new_vocab_on_a_ctc_checkpoint_reinitialises_the_head_and_says_so(
+    trained: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        main(ctc_args(trained, corpus, tmp_path / "re", "--do_train", "--preprocessing_only", "--new_vocab",
+                      "--chars_to_ignore", "e"))
+    assert "CTC head re-initialised" in caplog.text
+
+
+def test_from_scratch_with_config_name_only(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    args = ctc_args(tiny_model, corpus, tmp_path / "scratch", "--do_train", "--max_steps", "2")
+    args[args.index("--model_name_or_path")] = "--config_name"
+    main(args)
+    assert (tmp_path / "scratch" / "model.safetensors").is_file()
+
+
+def test_eval_characters_missing_from_the_vocab_are_reported(trained: Path, corpus: Path, tmp_path: Path) -> None:
+    clip = sorted((corpus / "test").glob("*.wav"))[0]
+    rows = [{"audio": str(clip), "text": "one two ü"}, {"audio": str(clip), "text": "one"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(ctc_args(trained, tmp_path / "test.jsonl", tmp_path / "out", "--do_eval"))
+    report = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert report["eval"]["characters_missing_from_vocab"] == {"ü": 1}
+    lines = (tmp_path / "out" / "eval_predictions.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["reference"] == "one two ü"

@@ -48,3 +48,20 @@ def test_vocab_round_trips(tmp_path) -> None:
 def test_missing_characters_are_counted() -> None:
     vocab = build_vocab(["abc"])
     assert missing_characters(["ab d", "dé"], vocab) == Counter({"d": 2, "é": 1})
+
+
+def test_phonemes_with_espeak() -> None:
+    phonemes = TextNormalizer(case="lower", phoneme_language="en-us")("One two")
+    words = phonemes.split(" ")
+    assert len(words) == 2
+    assert words[1].startswith("t") and any(ord(char) > 127 for char in phonemes)
+
+
+def test_a_brought_tokenizer_sets_the_case(tmp_path) -> None:
+    from asr_finetune.ctc import load_vocab_tokenizer, normalizer_for
+
+    save_vocab(build_vocab(["ONE TWO"]), tmp_path / "vocab.json")
+    upper = load_vocab_tokenizer(tmp_path, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
+    assert normalizer_for(upper, None, do_lower_case=True, phoneme_language=None)("One two") == "ONE TWO"
+    assert normalizer_for(None, None, do_lower_case=True, phoneme_language=None)("One two") == "one two"
+    assert normalizer_for(None, None, do_lower_case=False, phoneme_language=None)("One two") == "One two"
