@@ -12,16 +12,21 @@ import sys
 from transformers import Wav2Vec2Processor, set_seed
 
 from asr_finetune import ctc
-from asr_finetune.args import CTCDataArguments, CTCModelArguments, parse_args
-from asr_finetune.backends import adapt_training_arguments, prepare_launch_environment, trainer_class, training_arguments_class
+from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
+from asr_finetune.backends import (
+    adapt_training_arguments,
+    prepare_launch_environment,
+    trainer_class,
+    training_arguments_class,
+)
+from asr_finetune.batching import CTCCollator
 from asr_finetune.checkpoints import resolve_resume
 from asr_finetune.data import DataError, SplitConfig, prepare_split
 from asr_finetune.features import SpeechDataset
-from asr_finetune.batching import CTCCollator
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import find_tokenizer, hub_kwargs, load_ctc_model, load_feature_extractor
+from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor
 from asr_finetune.outputs import write_model_card
-from asr_finetune.run import evaluate_and_report, save_final_model, write_data_report
+from asr_finetune.run import evaluate_and_report, train_and_save, write_data_report
 from asr_finetune.vocab import VOCAB_FILE, format_missing, missing_characters
 
 logger = logging.getLogger("run_speech_recognition_ctc")
@@ -31,37 +36,56 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments and environment
     setup_logging()
     prepare_launch_environment()
-    model_args, data_args, training_args = parse_args(
-        (CTCModelArguments, CTCDataArguments, training_arguments_class()), argv
+    model_args, data_args, batching_args, training_args = parse_args(
+        (CTCModelArguments, CTCDataArguments, BatchingArguments, training_arguments_class()), argv
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
     run_eval = training_args.do_eval or str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
-    resume = resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint) if training_args.do_train else None
-    pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token, data_args.trust_remote_code)
+    resume = (
+        resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+        if training_args.do_train
+        else None
+    )
+    pretrained = hub_kwargs(
+        model_args.cache_dir, model_args.model_revision, data_args.token, data_args.trust_remote_code
+    )
 
     # 2. Feature extractor, and the tokenizer if one is brought along (else built from data in step 4)
     feature_extractor = load_feature_extractor(model_args.model_name_or_path or model_args.config_name, **pretrained)
-    tokenizer, vocab_source = ctc.existing_tokenizer(model_args, data_args, training_args.output_dir, resume, pretrained)
-    normalizer = ctc.normalizer_for(tokenizer, data_args.chars_to_ignore, data_args.do_lower_case, data_args.phoneme_language)
+    tokenizer, vocab_source = ctc.existing_tokenizer(
+        model_args, data_args, training_args.output_dir, resume, pretrained
+    )
+    normalizer = ctc.normalizer_for(
+        tokenizer, data_args.chars_to_ignore, data_args.do_lower_case, data_args.phoneme_language
+    )
 
     # 3. Data: load, check columns and files, normalise text, filter by duration (headers only, no decoding)
     split_config = SplitConfig(
-        dataset_name=data_args.dataset_name, audio_column=data_args.audio_column_name,
-        text_column=data_args.text_column_name, id_column=data_args.id_column_name,
-        config_name=data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=data_args.token,
-        trust_remote_code=data_args.trust_remote_code, num_proc=data_args.preprocessing_num_workers,
-        overwrite_cache=data_args.overwrite_cache, on_bad_row=data_args.on_bad_row,
-        min_duration=data_args.min_duration_in_seconds, max_duration=data_args.max_duration_in_seconds,
+        dataset_name=data_args.dataset_name,
+        audio_column=data_args.audio_column_name,
+        text_column=data_args.text_column_name,
+        id_column=data_args.id_column_name,
+        config_name=data_args.dataset_config_name,
+        cache_dir=model_args.cache_dir,
+        token=data_args.token,
+        trust_remote_code=data_args.trust_remote_code,
+        num_proc=data_args.preprocessing_num_workers,
+        overwrite_cache=data_args.overwrite_cache,
+        on_bad_row=data_args.on_bad_row,
+        min_duration=data_args.min_duration_in_seconds,
+        max_duration=data_args.max_duration_in_seconds,
     )
     splits, drops = {}, {}
     with training_args.main_process_first(desc="dataset preparation"):
         if training_args.do_train:
             splits["train"], drops["train"] = prepare_split(
-                split_config, data_args.train_split_name, normalizer.batch, max_samples=data_args.max_train_samples)
+                split_config, data_args.train_split_name, normalizer.batch, max_samples=data_args.max_train_samples
+            )
         if run_eval:
             splits["eval"], drops["eval"] = prepare_split(
-                split_config, data_args.eval_split_name, normalizer.batch, max_samples=data_args.max_eval_samples)
+                split_config, data_args.eval_split_name, normalizer.batch, max_samples=data_args.max_eval_samples
+            )
 
     # 4. Tokenizer built from the training text when none was brought (main process writes, others read)
     if tokenizer is None:
@@ -69,53 +93,76 @@ def main(argv: list[str] | None = None) -> dict:
             raise DataError("Evaluation alone needs a tokenizer: pass --tokenizer_name_or_path or a fine-tuned model.")
         with training_args.main_process_first(desc="vocab"):
             tokenizer = ctc.build_tokenizer(
-                splits["train"]["text"], training_args.output_dir, unk_token=data_args.unk_token,
-                pad_token=data_args.pad_token, word_delimiter_token=data_args.word_delimiter_token,
-                write=training_args.process_index == 0)
+                splits["train"]["text"],
+                training_args.output_dir,
+                unk_token=data_args.unk_token,
+                pad_token=data_args.pad_token,
+                word_delimiter_token=data_args.word_delimiter_token,
+                write=training_args.process_index == 0,
+            )
         vocab_source = f"built from {data_args.train_split_name}"
-    unknown = {name: missing_characters(split["text"], tokenizer.get_vocab(), data_args.word_delimiter_token)
-               for name, split in splits.items()}
+    unknown = {
+        name: missing_characters(split["text"], tokenizer.get_vocab(), data_args.word_delimiter_token)
+        for name, split in splits.items()
+    }
     for name, counts in unknown.items():
         if counts:
-            logger.warning("%s text has %d character(s) the vocab lacks (they become %s): %s", name,
-                           sum(counts.values()), tokenizer.unk_token, format_missing(counts))
+            logger.warning(
+                "%s text has %d character(s) the vocab lacks (they become %s): %s",
+                name,
+                sum(counts.values()),
+                tokenizer.unk_token,
+                format_missing(counts),
+            )
 
     # 5. Model with a head that matches the tokenizer; labels that CTC can fit
     set_seed(training_args.seed)
-    model = load_ctc_model(model_args.model_name_or_path, model_args.config_name, model_args.config_overrides(),
-                           tokenizer, **pretrained)
+    model = load_ctc_model(
+        model_args.model_name_or_path, model_args.config_name, model_args.config_overrides(), tokenizer, **pretrained
+    )
     if model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     sampling_rate = feature_extractor.sampling_rate
     for name, split in splits.items():
         min_frames = model_args.mask_time_length if name == "train" and model_args.mask_time_prob > 0 else 0
         splits[name] = ctc.add_labels(split, tokenizer, model, sampling_rate, drops[name], min_frames)
-        logger.info("%s: %d utterances, %.2f h; dropped: %s", name, len(splits[name]),
-                    sum(splits[name]["duration"]) / 3600, drops[name].summary())
+        logger.info(
+            "%s: %d utterances, %.2f h; dropped: %s",
+            name,
+            len(splits[name]),
+            sum(splits[name]["duration"]) / 3600,
+            drops[name].summary(),
+        )
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     if training_args.process_index == 0:
         processor.save_pretrained(training_args.output_dir)
         feature_extractor.save_pretrained(training_args.output_dir)  # preprocessor_config.json, for 4.x readers
     write_data_report(training_args, splits, drops, unknown, vocab_source)
     if data_args.preprocessing_only:
-        logger.info("--preprocessing_only: data checked, vocab in %s/%s. Stopping.", training_args.output_dir, VOCAB_FILE)
+        logger.info(
+            "--preprocessing_only: data checked, vocab in %s/%s. Stopping.", training_args.output_dir, VOCAB_FILE
+        )
         return {}
 
     # 6. Train
-    datasets_ = {name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()}
+    datasets_ = {
+        name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()
+    }
     metrics = ctc.CTCMetrics(tokenizer, splits["eval"]["text"] if "eval" in splits else [], data_args.eval_metrics)
     trainer = trainer_class()(
-        model=model, args=training_args, data_collator=CTCCollator(feature_extractor),
-        train_dataset=datasets_.get("train"), eval_dataset=datasets_.get("eval"), processing_class=processor,
-        compute_metrics=metrics, preprocess_logits_for_metrics=ctc.argmax_logits,
+        model=model,
+        args=training_args,
+        data_collator=CTCCollator(feature_extractor),
+        train_dataset=datasets_.get("train"),
+        eval_dataset=datasets_.get("eval"),
+        processing_class=processor,
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=ctc.argmax_logits,
+        batching=batching_args,
     )
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        save_final_model(trainer)
-        results.update(train_result.metrics)
-        trainer.save_metrics("train", train_result.metrics)
-        trainer.save_state()
+        results.update(train_and_save(trainer, resume))
 
     # 7. Evaluate, with one line per utterance in eval_predictions.jsonl
     if training_args.do_eval:
@@ -126,9 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
         write_model_card(
             training_args.output_dir,
             title=f"CTC fine-tuned {model_args.model_name_or_path or model_args.config_name}",
-            details={"base model": model_args.model_name_or_path or f"from scratch ({model_args.config_name})",
-                     "dataset": data_args.dataset_name, "train split": data_args.train_split_name,
-                     "eval split": data_args.eval_split_name, "vocab": f"{len(tokenizer)} tokens, {vocab_source}"},
+            details={
+                "base model": model_args.model_name_or_path or f"from scratch ({model_args.config_name})",
+                "dataset": data_args.dataset_name,
+                "train split": data_args.train_split_name,
+                "eval split": data_args.eval_split_name,
+                "vocab": f"{len(tokenizer)} tokens, {vocab_source}",
+            },
             metrics={k: v for k, v in results.items() if k.startswith("eval_")},
         )
     return results

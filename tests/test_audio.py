@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from asr_finetune.audio import AudioError, audio_info, load_audio
+
 from conftest import sox
 
 

@@ -11,6 +11,7 @@ import pytest
 from transformers import pipeline
 
 from asr_finetune.audio import load_audio
+
 from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
@@ -19,11 +20,34 @@ main = runpy.run_path(str(SCRIPT), run_name="ctc_script")["main"]
 
 def ctc_args(model: Path, corpus: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", str(model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
-        "--train_split_name", "train", "--eval_split_name", "test", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1",
-        "--freeze_feature_encoder", "false", "--report_to", "none", "--disable_tqdm", "true",
-        "--eval_metrics", "wer", "cer", *extra,
+        "--model_name_or_path",
+        str(model),
+        "--dataset_name",
+        str(corpus),
+        "--output_dir",
+        str(output_dir),
+        "--train_split_name",
+        "train",
+        "--eval_split_name",
+        "test",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--learning_rate",
+        "5e-3",
+        "--logging_steps",
+        "1",
+        "--freeze_feature_encoder",
+        "false",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--eval_metrics",
+        "wer",
+        "cer",
+        *extra,
     ]
 
 
@@ -43,8 +67,16 @@ def test_loss_falls_and_outputs_are_complete(trained: Path) -> None:
     history = losses(trained)
     assert len(history) == 12
     assert sum(history[-3:]) / 3 < sum(history[:3]) / 3 * 0.8
-    for name in ("vocab.json", "config.json", "model.safetensors", "preprocessor_config.json", "README.md",
-                 "all_results.json", "eval_results.json", "data_report.json"):
+    for name in (
+        "vocab.json",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "all_results.json",
+        "eval_results.json",
+        "data_report.json",
+    ):
         assert (trained / name).is_file(), name
     assert not (trained / ".partial-final").exists()
     results = json.loads((trained / "all_results.json").read_text())
@@ -63,8 +95,9 @@ def test_output_dir_loads_in_the_asr_pipeline(trained: Path, corpus: Path) -> No
     assert set(out["text"]) <= set(json.loads((trained / "vocab.json").read_text())) | {" "}
 
 
-def test_rerun_resumes_from_the_last_checkpoint(trained: Path, tiny_model: Path, corpus: Path, tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_rerun_resumes_from_the_last_checkpoint(
+    trained: Path, tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     output_dir = tmp_path / "resume"
     import shutil
 
@@ -72,8 +105,11 @@ def test_rerun_resumes_from_the_last_checkpoint(trained: Path, tiny_model: Path,
     (output_dir / "checkpoint-12" / "trainer_state.json").unlink()  # as if killed while saving checkpoint-12
     vocab = (output_dir / "vocab.json").read_bytes()
     with caplog.at_level(logging.WARNING):
-        main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "15", "--save_steps", "6",
-                      "--seed", "1"))
+        main(
+            ctc_args(
+                tiny_model, corpus, output_dir, "--do_train", "--max_steps", "15", "--save_steps", "6", "--seed", "1"
+            )
+        )
     assert "Resuming from" in caplog.text and "checkpoint-6" in caplog.text
     assert "Ignoring incomplete checkpoint" in caplog.text
     state = json.loads((output_dir / "trainer_state.json").read_text())
@@ -128,8 +164,18 @@ def test_a_new_vocab_on_a_ctc_checkpoint_reinitialises_the_head_and_says_so(
     trained: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        main(ctc_args(trained, corpus, tmp_path / "re", "--do_train", "--preprocessing_only", "--new_vocab",
-                      "--chars_to_ignore", "e"))
+        main(
+            ctc_args(
+                trained,
+                corpus,
+                tmp_path / "re",
+                "--do_train",
+                "--preprocessing_only",
+                "--new_vocab",
+                "--chars_to_ignore",
+                "e",
+            )
+        )
     assert "CTC head re-initialised" in caplog.text
 
 
@@ -149,3 +195,39 @@ def test_eval_characters_missing_from_the_vocab_are_reported(trained: Path, corp
     assert report["eval"]["characters_missing_from_vocab"] == {"ü": 1}
     lines = (tmp_path / "out" / "eval_predictions.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["reference"] == "one two ü"
+
+
+def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    def run(output_dir: Path) -> None:
+        main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "12", "--save_steps", "10",
+                      "--max_batch_duration", "8", "--mask_time_prob", "0"))
+
+    straight = tmp_path / "straight"
+    run(straight)
+    results = json.loads((straight / "train_results.json").read_text())
+    assert results["train_audio_seconds_per_second"] > 0
+    assert 0 <= results["train_padding_fraction"] < 0.15
+    assert 0 <= results["train_loader_wait_share"] < 1
+    state = json.loads((straight / "trainer_state.json").read_text())
+    assert "padding_fraction" in state["log_history"][0]
+    epochs_at_10 = [e["epoch"] for e in state["log_history"] if e.get("step") == 10][0]
+    assert 1 < epochs_at_10 < 2  # checkpoint-10 is in the middle of the second epoch
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    import shutil
+
+    shutil.copytree(straight / "checkpoint-10", resumed / "checkpoint-10")
+    shutil.copy(straight / "vocab.json", resumed / "vocab.json")
+    run(resumed)
+    # Each step's padding fraction fingerprints its batch. Epoch 2 draws new batches; the resumed run trains
+    # steps 11-12 on the same batches (and to the same losses) as the uninterrupted one.
+    def fingerprints(output_dir: Path) -> dict[int, float]:
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        return {e["step"]: e["padding_fraction"] for e in history if "padding_fraction" in e}
+
+    straight_prints, resumed_prints = fingerprints(straight), fingerprints(resumed)
+    per_epoch = max(e["step"] for e in state["log_history"] if "loss" in e and e["epoch"] <= 1.0)
+    assert [straight_prints[s] for s in range(1, 4)] != [straight_prints[per_epoch + s] for s in range(1, 4)]
+    assert [resumed_prints[s] for s in (11, 12)] == [straight_prints[s] for s in (11, 12)]
+    assert losses(resumed)[10:] == pytest.approx(losses(straight)[10:], rel=1e-4)

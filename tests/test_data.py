@@ -39,7 +39,7 @@ def _manifest(corpus: Path, tmp_path: Path, suffix: str, rows: list[dict]) -> Pa
     """A manifest beside copies of the first clips, paths relative to the manifest."""
     clips = sorted((corpus / "train").glob("*.wav"))
     (tmp_path / "clips").mkdir(exist_ok=True)
-    for row, clip in zip(rows, clips):
+    for row, clip in zip(rows, clips, strict=False):
         if row.get("path") == "COPY":
             shutil.copy(clip, tmp_path / "clips" / clip.name)
             row["path"] = f"clips/{clip.name}"
@@ -64,7 +64,9 @@ def test_manifest_paths_are_relative_to_the_manifest(corpus: Path, tmp_path: Pat
 
 def test_missing_column_lists_the_columns_there(corpus: Path) -> None:
     config = SplitConfig(str(corpus), text_column="sentence")
-    with pytest.raises(DataError, match=r"no column 'sentence' \(set with --text_column_name\)\. Columns it has: .*audio"):
+    with pytest.raises(
+        DataError, match=r"no column 'sentence' \(set with --text_column_name\)\. Columns it has: .*audio"
+    ):
         prepare_split(config, "train", None)
 
 
@@ -93,8 +95,11 @@ def test_bad_rows_skipped_and_counted_when_asked(corpus: Path, tmp_path: Path) -
 
 
 def test_duration_filter_counts_each_reason(corpus: Path) -> None:
-    durations = sorted(load_split(str(corpus), "train", "audio").map(
-        lambda row: {"d": __import__("soundfile").info(row["audio"]).duration})["d"])
+    durations = sorted(
+        load_split(str(corpus), "train", "audio").map(
+            lambda row: {"d": __import__("soundfile").info(row["audio"]).duration}
+        )["d"]
+    )
     low, high = durations[3], durations[-4]
     config = SplitConfig(str(corpus), min_duration=low, max_duration=high)
     dataset, drops = prepare_split(config, "train", None)

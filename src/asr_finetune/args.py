@@ -29,11 +29,11 @@ class DataArguments:
     """Where the data is and how to read it; shared by every entry script."""
 
     dataset_name: str = field(
-        metadata={"help": "Hub dataset id, a local audiofolder directory, or a CSV/JSON/JSONL manifest (or a dir of them)."}
+        metadata={"help": "Hub dataset id, a local audiofolder dir, or a CSV/JSON/JSONL manifest (or a dir of them)."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_split_name: str = field(
-        default="train+validation", metadata={"help": "Training split expression, e.g. 'train+validation', 'train[:100]'."}
+        default="train+validation", metadata={"help": "Training split, e.g. 'train+validation', 'train[:100]'."}
     )
     eval_split_name: str = field(default="test", metadata={"help": "Evaluation split expression."})
     audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (path or audio)."})
@@ -60,6 +60,28 @@ class DataArguments:
             "choices": ["error", "skip"],
         },
     )
+
+
+@dataclass
+class BatchingArguments:
+    """How training batches are formed; shared by every entry script."""
+
+    max_batch_duration: float | None = field(
+        default=None,
+        metadata={"help": "Form batches of up to this many seconds of padded audio from duration buckets "
+                  "(per device; --per_device_train_batch_size is then ignored)."},
+    )
+    duration_buckets: bool = field(
+        default=False,
+        metadata={"help": "Draw fixed-size batches (--per_device_train_batch_size) from duration buckets."},
+    )
+    num_duration_buckets: int = field(
+        default=0, metadata={"help": "Equal-count duration buckets; 0 picks about four batches per bucket."}
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.duration_buckets or self.max_batch_duration is not None
 
 
 @dataclass
@@ -178,6 +200,13 @@ LEGACY_FLAGS = (
         "--no_cuda is --use_cpu in this transformers; using --use_cpu.",
         is_switch=True,
     ),
+    LegacyFlag(
+        "use_auth_token",
+        "use_auth_token",
+        lambda v: {},
+        "--use_auth_token is not needed: the Hub login saved by `hf auth login` is used; pass --token to give another.",
+        is_switch=True,
+    ),
 )
 
 
@@ -234,7 +263,9 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse a command line (or one .json file) into the given dataclasses, translating legacy flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    training_fields = {f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
+    training_fields = {
+        f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)
+    }
     parser = HfArgumentParser(list(dataclass_types))
     if len(argv) == 1 and argv[0].endswith(".json"):
         config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
@@ -249,3 +280,175 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 def _log_notes(notes: list[str]) -> None:
     for note in dict.fromkeys(notes):
         logger.warning(note)
+
+
+# ---------------------------------------------------------------------------------------------- seq2seq
+
+
+@dataclass
+class Seq2SeqModelArguments:
+    """Model options of run_speech_recognition_seq2seq.py."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local dir of a speech seq2seq model: Whisper, or a warm-started encoder-decoder "
+                  "made by scripts/create_speech_encoder_decoder.py."},
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "Config to use instead of the model's (alone: train from random weights)."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer dir or Hub id, if not the model's."})
+    feature_extractor_name: str | None = field(
+        default=None, metadata={"help": "Feature extractor dir or Hub id, if not the model's."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (tokenizers-backed) tokenizer."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    freeze_feature_encoder: bool = field(
+        default=True, metadata={"help": "Do not train the convolutional front end (wav2vec2-like encoders)."}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (an adapter still trains)."})
+    apply_spec_augment: bool = field(
+        default=False,
+        metadata={"help": "SpecAugment on the encoder input (Whisper; wav2vec2-like encoders of an encoder-decoder), "
+                  "with the mask settings of the model's config."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path and not self.config_name:
+            raise ValueError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
+
+
+@dataclass
+class Seq2SeqDataArguments(DataArguments):
+    """Data and text options of run_speech_recognition_seq2seq.py."""
+
+    train_split_name: str = field(
+        default="train", metadata={"help": "Training split expression, e.g. 'train', 'train+validation'."}
+    )
+    do_lower_case: bool = field(default=True, metadata={"help": "Lower-case transcripts (and hypotheses for WER)."})
+    language: str | None = field(
+        default=None,
+        metadata={"help": "Whisper: language of the speech ('hindi' or 'hi'), set as prefix token and for generation."},
+    )
+    task: str = field(
+        default="transcribe",
+        metadata={"help": "Whisper: 'transcribe', or 'translate' to English.", "choices": ["transcribe", "translate"]},
+    )
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": "Any of: wer cer."})
+
+
+
+# ---------------------------------------------------------------------------------------------- pretraining
+
+
+@dataclass
+class PretrainingArguments:
+    """Flags of run_wav2vec2_pretraining_no_trainer.py: the reference script's, plus resume/precision/report extras."""
+
+    dataset_name: str = field(
+        metadata={"help": "Hub dataset id, a local audiofolder dir, or a CSV/JSON/JSONL manifest (or a dir of them)."}
+    )
+    output_dir: str = field(metadata={"help": "Where checkpoints and the pretrained model (+ feature extractor) go."})
+    dataset_config_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "Hub configs, one per --dataset_split_names entry (ignored for a local dataset)."},
+    )
+    dataset_split_names: list[str] = field(
+        default_factory=lambda: ["train"],
+        metadata={"help": "Splits (expressions such as 'train+validation', 'train[:90%]'), concatenated."},
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for header reads."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached preprocessing."})
+    preprocessing_only: bool = field(default=False, metadata={"help": "Load, check and filter the data, then stop."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    validation_split_percentage: int = field(
+        default=1, metadata={"help": "Hold out this % of the training rows (at least one) for a validation pass."}
+    )
+    audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (path or audio)."})
+    train_cache_file_name: str | None = field(
+        default=None, metadata={"help": "Accepted for compatibility; nothing decoded is cached."}
+    )
+    validation_cache_file_name: str | None = field(
+        default=None, metadata={"help": "Accepted for compatibility; nothing decoded is cached."}
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata={"help": "Unreadable/empty audio: 'error' stops at start; 'skip' drops and counts.",
+                  "choices": ["error", "skip"]},
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow dataset/model code from the Hub."})
+    logging_steps: int = field(default=500, metadata={"help": "Log training figures every N optimizer steps."})
+    saving_steps: int = field(default=500, metadata={"help": "Write a resumable checkpoint every N optimizer steps."})
+    save_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Default: resume from the newest complete checkpoint in output_dir. 'false': start fresh."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model dir or Hub id whose config and feature extractor are used; weights start random."},
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config to use instead of the model's."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Validation batch size per process."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases, norms, codebook)."})
+    num_train_epochs: int = field(default=3, metadata={"help": "Epochs, unless --max_train_steps is set."})
+    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides the epochs."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "Clip the gradient norm (default: no clip)."})
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "Learning-rate schedule.", "choices": ["linear", "cosine", "cosine_with_restarts",
+                                                                  "polynomial", "constant", "constant_with_warmup"]},
+    )
+    num_warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps of the learning-rate schedule."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights, data order, masks and negatives."})
+    max_gumbel_temperature: float = field(default=2.0, metadata={"help": "Gumbel-softmax temperature at step 0."})
+    min_gumbel_temperature: float = field(default=0.5, metadata={"help": "Floor of the Gumbel temperature."})
+    gumbel_temperature_decay: float = field(default=0.999995, metadata={"help": "Temperature factor per step."})
+    max_duration_in_seconds: float = field(default=5.0, metadata={"help": "Drop longer clips (counted)."})
+    min_duration_in_seconds: float = field(default=3.0, metadata={"help": "Drop shorter clips (counted)."})
+    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad input lengths to a multiple."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    mask_time_prob: float | None = field(
+        default=None, metadata={"help": "Share of frames that start a masked span (default: the config's)."}
+    )
+    mask_time_length: int | None = field(default=None, metadata={"help": "Frames per masked span (config's)."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "no, fp16 or bf16 (default: what `accelerate launch` / its config says).",
+                  "choices": ["no", "fp16", "bf16"]},
+    )
+    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even when an accelerator is present."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Processes decoding training audio."})
+    report_to: list[str] | None = field(
+        default=None, metadata={"help": "Trackers: tensorboard, wandb, all (when installed). Default: none."}
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final model to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo for --push_to_hub."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (datasets, models, upload)."})
+
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path and not self.config_name:
+            raise ValueError("Pass --model_name_or_path (config + feature extractor) or --config_name.")
+        configs = self.dataset_config_names or [None]
+        if len(configs) == 1:
+            configs = configs * len(self.dataset_split_names)
+        if len(configs) != len(self.dataset_split_names):
+            raise ValueError(
+                f"--dataset_config_names has {len(configs)} entries and --dataset_split_names "
+                f"{len(self.dataset_split_names)}: give one config per split (or a single config for all)."
+            )
+        self.dataset_config_names = configs
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ValueError("--validation_split_percentage must be in 0..99.")
+        if self.min_gumbel_temperature > self.max_gumbel_temperature:
+            raise ValueError("--min_gumbel_temperature is above --max_gumbel_temperature.")
+        if self.gradient_accumulation_steps < 1 or self.logging_steps < 1 or self.saving_steps < 1:
+            raise ValueError("--gradient_accumulation_steps, --logging_steps and --saving_steps must be >= 1.")

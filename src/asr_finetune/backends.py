@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .batching import STAT_KEYS, DurationBatchSampler
+from .throughput import ThroughputMeter
 
 
 def prepare_launch_environment() -> None:
@@ -25,6 +29,9 @@ def adapt_training_arguments(args: Any) -> None:
     """Settings that only make sense on the device at hand (pinned memory needs an accelerator)."""
     if not torch.cuda.is_available():
         args.dataloader_pin_memory = False
+    # Our datasets yield only model inputs plus the per-item ``seconds`` the collators turn into batch stats;
+    # the stock column filter would drop ``seconds`` before the collator sees it.
+    args.remove_unused_columns = False
 
 
 def wants_length_grouping(args: Any) -> bool:
@@ -35,11 +42,51 @@ def wants_length_grouping(args: Any) -> bool:
 
 
 class SpeechSamplingMixin:
-    """Training batches grouped by durations read from headers; evaluation always in dataset order.
+    """What our trainers add to the stock ones.
 
-    The stock Trainer computes lengths by decoding every clip (hours on a large corpus) and, in
-    transformers 5.x, also length-groups the evaluation set, which scrambles the prediction order.
+    - Training batches from duration buckets (``batching``), or grouped by header durations: the stock Trainer
+      computes lengths by decoding every clip (hours on a large corpus).
+    - Evaluation always in dataset order: transformers 5.x length-groups the evaluation set too, which
+      scrambles the order of the predictions.
+    - Throughput accounting: audio seconds per second, padding fraction, loader wait share, in every training
+      log line and in ``throughput.totals()``.
     """
+
+    def __init__(self, *args: Any, batching: Any = None, **kwargs: Any) -> None:
+        self.batching = batching
+        self.throughput = ThroughputMeter()
+        super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not (self.batching is not None and self.batching.enabled):
+            return super().get_train_dataloader()
+        args = self.args
+        sampler = DurationBatchSampler(
+            self.train_dataset.durations,
+            max_batch_duration=self.batching.max_batch_duration,
+            batch_size=None if self.batching.max_batch_duration is not None else args.per_device_train_batch_size,
+            num_buckets=self.batching.num_duration_buckets,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            num_replicas=args.world_size,
+            rank=args.process_index,
+            drop_last=args.dataloader_drop_last,
+        )
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+        )
+        prepared = self.accelerator.prepare(loader)
+        # The sampler already gives each rank its own batches: make accelerate's sharding wrapper a pass-through.
+        shard = getattr(prepared, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return prepared
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -54,6 +101,27 @@ class SpeechSamplingMixin:
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         return SequentialSampler(eval_dataset)
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        stats = [inputs.pop(key, None) for key in STAT_KEYS]
+        if stats[0] is not None and self.model.training:
+            self.throughput.add_batch(float(stats[0]), float(stats[1]))
+        return super()._prepare_inputs(inputs)
+
+    def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        batches = super().get_batch_samples(*args, **kwargs)
+        self.throughput.add_wait(time.perf_counter() - started)
+        return batches
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            window = self.throughput.window()
+            if self.args.world_size > 1:
+                summed = self.accelerator.reduce(torch.tensor([window["audio_seconds_per_second"]]), "sum")
+                window["audio_seconds_per_second"] = round(float(summed[0]), 3)
+            logs.update(window)
+        super().log(logs, *args, **kwargs)
 
 
 class SpeechTrainer(SpeechSamplingMixin, Trainer):

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Sampler
 
 LABEL_PAD = -100
+STAT_KEYS = ("audio_seconds", "padded_seconds")
+"""Batch keys a collator adds for throughput accounting; the trainer removes them before the forward pass."""
+
+
+def audio_stats(items: Sequence[dict[str, Any]], fixed_seconds: float | None = None) -> dict[str, torch.Tensor]:
+    """Speech seconds in a batch and the seconds it occupies once padded (``fixed_seconds`` per item for models
+    whose inputs always have one length, such as Whisper's 30 s windows). Items carry ``seconds``."""
+    seconds = [float(item.get("seconds", 0.0)) for item in items]
+    padded = len(seconds) * (fixed_seconds if fixed_seconds is not None else max(seconds, default=0.0))
+    return {"audio_seconds": torch.tensor(sum(seconds)), "padded_seconds": torch.tensor(padded)}
 
 
 def pad_labels(labels: Sequence[Sequence[int]], pad_to_multiple_of: int | None = None) -> torch.Tensor:
@@ -39,4 +51,125 @@ class CTCCollator:
         )
         if "labels" in items[0]:
             batch["labels"] = pad_labels([item["labels"] for item in items])
-        return dict(batch)
+        return {**batch, **audio_stats(items)}
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Batches drawn from duration buckets: up to ``max_batch_duration`` padded seconds, or ``batch_size`` items.
+
+    Each epoch, utterances are ordered by duration times a random factor within 1 +- ``jitter`` (so batch
+    membership changes between epochs but stays among similar lengths), cut into ``num_buckets`` equal-count
+    buckets (0: about four batches per bucket), packed into batches, and the batches of all buckets are
+    shuffled together. Deterministic for a (seed, epoch), so a
+    resumed run sees the same batches. Distributed: every rank builds the same plan and takes its own batch of
+    each group of ``num_replicas`` batches cut from the same bucket, so ranks step through similar lengths
+    together and none waits on another's long batch.
+    """
+
+    batch_size = None  # batches vary in size; tells accelerate not to assume a fixed size
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        *,
+        max_batch_duration: float | None = None,
+        batch_size: int | None = None,
+        num_buckets: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+        jitter: float = 0.02,
+    ) -> None:
+        if (max_batch_duration is None) == (batch_size is None):
+            raise ValueError("Give exactly one of max_batch_duration (seconds) or batch_size.")
+        longest = max(durations, default=0.0)
+        if max_batch_duration is not None and longest > max_batch_duration:
+            raise ValueError(
+                f"An utterance lasts {longest:.1f}s, more than --max_batch_duration {max_batch_duration}s: raise "
+                "--max_batch_duration or lower --max_duration_in_seconds."
+            )
+        if len(durations) < num_replicas:
+            raise ValueError(f"{len(durations)} utterances cannot feed {num_replicas} processes.")
+        self.durations = list(durations)
+        self.max_batch_duration = max_batch_duration
+        self.fixed_size = batch_size
+        self.num_buckets = max(1, min(num_buckets or self._auto_buckets(), len(durations)))
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.jitter = jitter
+        self.epoch = 0
+        self._plan: list[list[list[int]]] | None = None
+
+    def _auto_buckets(self, batches_per_bucket: int = 4) -> int:
+        """Enough buckets that each holds about ``batches_per_bucket`` batches: shuffled, yet tightly packed."""
+        if self.fixed_size is not None:
+            batches = len(self.durations) / self.fixed_size
+        else:
+            batches = sum(self.durations) / self.max_batch_duration
+        return max(1, round(batches / batches_per_bucket))
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._plan = None
+
+    def _pack(self, indices: list[int]) -> list[list[int]]:
+        if self.fixed_size is not None:
+            return [indices[i : i + self.fixed_size] for i in range(0, len(indices), self.fixed_size)]
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for index in indices:
+            duration = self.durations[index]
+            if current and max(longest, duration) * (len(current) + 1) > self.max_batch_duration:
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(index)
+            longest = max(longest, duration)
+        if current:
+            batches.append(current)
+        return batches
+
+    def plan(self) -> list[list[list[int]]]:
+        """Groups of ``num_replicas`` batches, in the order they are trained this epoch."""
+        if self._plan is not None:
+            return self._plan
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        jitter = self.jitter if self.shuffle else 0.0
+        # Sorting by a jittered duration makes each epoch's batches differ while keeping their members alike.
+        keys = [d * (1.0 + rng.uniform(-jitter, jitter)) for d in self.durations]
+        order = sorted(range(len(self.durations)), key=keys.__getitem__)
+        size, replicas = len(order), self.num_replicas
+        groups: list[list[list[int]]] = []
+        leftovers: list[list[int]] = []
+        for bucket_index in range(self.num_buckets):
+            bucket = order[bucket_index * size // self.num_buckets : (bucket_index + 1) * size // self.num_buckets]
+            batches = self._pack(bucket)
+            whole = len(batches) // replicas * replicas
+            groups += [batches[i : i + replicas] for i in range(0, whole, replicas)]
+            leftovers += batches[whole:]
+        leftovers.sort(key=lambda batch: max(self.durations[i] for i in batch))
+        for start in range(0, len(leftovers), replicas):
+            group = leftovers[start : start + replicas]
+            if len(group) < replicas:
+                if self.drop_last and groups:
+                    break
+                filler = [batch for g in groups for batch in g] + leftovers
+                group += (filler * replicas)[: replicas - len(group)]
+            groups.append(group)
+        if self.shuffle:
+            rng.shuffle(groups)
+        self._plan = groups
+        return groups
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for group in self.plan():
+            yield group[self.rank]
+
+    def __len__(self) -> int:
+        return len(self.plan())

@@ -26,7 +26,9 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
         if (path / COMPLETE_MARKER).is_file():
             found.append((int(match[1]), path))
         else:
-            logger.warning("Ignoring incomplete checkpoint %s (no %s): it was cut off while saving.", path, COMPLETE_MARKER)
+            logger.warning(
+                "Ignoring incomplete checkpoint %s (no %s): it was cut off while saving.", path, COMPLETE_MARKER
+            )
     return [path for _, path in sorted(found)]
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import datasets
 import numpy as np
-from transformers import EvalPrediction, Wav2Vec2CTCTokenizer
+from transformers import Wav2Vec2CTCTokenizer
 
 from .data import DropCounts, drop_rows
-from .metrics import error_rates
+from .metrics import TranscriptMetrics, valid_ids
 from .modeling import find_tokenizer, output_frames
 from .text import TextNormalizer, infer_case
 from .vocab import VOCAB_FILE, build_vocab, save_vocab
@@ -20,8 +20,9 @@ from .vocab import VOCAB_FILE, build_vocab, save_vocab
 logger = logging.getLogger(__name__)
 
 
-def normalizer_for(tokenizer: Any | None, chars_to_ignore: Sequence[str] | None, do_lower_case: bool,
-                   phoneme_language: str | None) -> TextNormalizer:
+def normalizer_for(
+    tokenizer: Any | None, chars_to_ignore: Sequence[str] | None, do_lower_case: bool, phoneme_language: str | None
+) -> TextNormalizer:
     """Text normalisation that matches the tokenizer: a brought tokenizer's case convention wins."""
     if tokenizer is not None:
         case = infer_case(tokenizer.get_vocab())
@@ -32,7 +33,12 @@ def normalizer_for(tokenizer: Any | None, chars_to_ignore: Sequence[str] | None,
 
 
 def build_tokenizer(
-    train_texts: Sequence[str], output_dir: str | Path, *, unk_token: str, pad_token: str, word_delimiter_token: str,
+    train_texts: Sequence[str],
+    output_dir: str | Path,
+    *,
+    unk_token: str,
+    pad_token: str,
+    word_delimiter_token: str,
     write: bool = True,
 ) -> Wav2Vec2CTCTokenizer:
     """Build vocab.json from the training text in ``output_dir`` (only where ``write``) and load it as a tokenizer."""
@@ -41,12 +47,14 @@ def build_tokenizer(
         vocab = build_vocab(train_texts, word_delimiter_token, unk_token, pad_token)
         save_vocab(vocab, vocab_path)
         logger.info("Built a %d-token vocab from the training text: %s", len(vocab), vocab_path)
-    return load_vocab_tokenizer(output_dir, unk_token=unk_token, pad_token=pad_token,
-                                word_delimiter_token=word_delimiter_token)
+    return load_vocab_tokenizer(
+        output_dir, unk_token=unk_token, pad_token=pad_token, word_delimiter_token=word_delimiter_token
+    )
 
 
-def load_vocab_tokenizer(directory: str | Path, *, unk_token: str, pad_token: str,
-                         word_delimiter_token: str) -> Wav2Vec2CTCTokenizer:
+def load_vocab_tokenizer(
+    directory: str | Path, *, unk_token: str, pad_token: str, word_delimiter_token: str
+) -> Wav2Vec2CTCTokenizer:
     return Wav2Vec2CTCTokenizer(
         str(Path(directory) / VOCAB_FILE),
         unk_token=unk_token,
@@ -71,17 +79,21 @@ def add_labels(
     """
     labels = tokenizer(list(dataset["text"])).input_ids
     frames = output_frames(model, [round(d * sampling_rate) for d in dataset["duration"]])
-    needed = [len(seq) + sum(1 for a, b in zip(seq, seq[1:]) if a == b) for seq in labels]
+    needed = [len(seq) + sum(1 for a, b in zip(seq, seq[1:], strict=False) if a == b) for seq in labels]
     dataset = dataset.add_column("labels", labels)
     dataset = drop_rows(
-        dataset, [need <= have for need, have in zip(needed, frames)],
-        "transcripts longer than the model's output frames (CTC cannot fit them)", drops,
+        dataset,
+        [need <= have for need, have in zip(needed, frames, strict=True)],
+        "transcripts longer than the model's output frames (CTC cannot fit them)",
+        drops,
     )
     if min_frames:
         frames = output_frames(model, [round(d * sampling_rate) for d in dataset["duration"]])
         dataset = drop_rows(
-            dataset, [have >= min_frames for have in frames],
-            f"shorter than --mask_time_length ({min_frames} frames)", drops,
+            dataset,
+            [have >= min_frames for have in frames],
+            f"shorter than --mask_time_length ({min_frames} frames)",
+            drops,
         )
     return dataset
 
@@ -93,27 +105,17 @@ def argmax_logits(logits: Any, labels: Any) -> Any:
     return logits.argmax(dim=-1)
 
 
-class CTCMetrics:
-    """``compute_metrics`` for the Trainer; keeps the decoded hypotheses of the last evaluation."""
+class CTCMetrics(TranscriptMetrics):
+    """``compute_metrics`` for the Trainer on argmax ids; keeps the decoded hypotheses of the last evaluation."""
+
+    empty_hint = "the model emits only blanks"
 
     def __init__(self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str]) -> None:
+        super().__init__(references, metrics)
         self.tokenizer = tokenizer
-        self.references = list(references)
-        self.metrics = list(metrics)
-        self.hypotheses: list[str] = []
 
-    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        ids = np.asarray(prediction.predictions)
-        ids = np.where(ids < 0, self.tokenizer.pad_token_id, ids)
-        self.hypotheses = [text.strip() for text in self.tokenizer.batch_decode(ids)]
-        if len(self.hypotheses) != len(self.references):
-            raise RuntimeError(f"{len(self.hypotheses)} predictions for {len(self.references)} references.")
-        if self.hypotheses and not any(self.hypotheses):
-            logger.warning(
-                "Every hypothesis is empty (the model emits only blanks), so WER is 1.0. Early in training this is "
-                "normal; if it persists, train longer, raise the learning rate, or check the vocab and labels."
-            )
-        return error_rates(self.references, self.hypotheses, self.metrics)
+    def decode(self, ids: np.ndarray) -> list[str]:
+        return self.tokenizer.batch_decode(valid_ids(ids, self.tokenizer.pad_token_id))
 
 
 def existing_tokenizer(
@@ -136,7 +138,9 @@ def existing_tokenizer(
     if not model_args.new_vocab:
         tokenizer = find_tokenizer(model_args.model_name_or_path, **pretrained)
         if tokenizer is not None:
-            logger.info("Using the tokenizer that comes with %s; pass --new_vocab to build one from the data.",
-                        model_args.model_name_or_path)
+            logger.info(
+                "Using the tokenizer that comes with %s; pass --new_vocab to build one from the data.",
+                model_args.model_name_or_path,
+            )
             return tokenizer, f"carried by {model_args.model_name_or_path}"
     return None, ""

@@ -240,9 +240,7 @@ def check_columns(dataset: datasets.Dataset, required: dict[str, str], where: st
     missing = {column: flag for column, flag in required.items() if column not in dataset.column_names}
     if missing:
         wanted = ", ".join(f"{column!r} (set with {flag})" for column, flag in missing.items())
-        raise DataError(
-            f"{where} has no column {wanted}. Columns it has: {', '.join(dataset.column_names)}."
-        )
+        raise DataError(f"{where} has no column {wanted}. Columns it has: {', '.join(dataset.column_names)}.")
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -327,9 +325,7 @@ def read_headers(
     )
 
 
-def drop_rows(
-    dataset: datasets.Dataset, keep: Sequence[bool], reason: str, drops: DropCounts
-) -> datasets.Dataset:
+def drop_rows(dataset: datasets.Dataset, keep: Sequence[bool], reason: str, drops: DropCounts) -> datasets.Dataset:
     """Remove rows where ``keep`` is False, counting them under ``reason``."""
     dropped = [index for index, ok in enumerate(keep) if not ok]
     if not dropped:

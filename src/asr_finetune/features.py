@@ -35,7 +35,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         sampling_rate = self.feature_extractor.sampling_rate
         samples = load_audio(row[self.audio_column], sampling_rate)
         features = self.feature_extractor(samples, sampling_rate=sampling_rate)
-        item = {self.input_name: features[self.input_name][0]}
+        item = {self.input_name: features[self.input_name][0], "seconds": len(samples) / sampling_rate}
         if self.has_labels:
             item["labels"] = row["labels"]
         return item

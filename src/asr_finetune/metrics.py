@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import jiwer
+import numpy as np
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_METRICS = ("wer", "cer")
 
@@ -32,9 +36,7 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: S
     return results
 
 
-def utterance_report(
-    ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]
-) -> list[dict[str, Any]]:
+def utterance_report(ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]) -> list[dict[str, Any]]:
     """One row per utterance: id, reference, hypothesis, word errors (sub/del/ins) and the reference length."""
     rows = []
     for utt_id, ref, hyp in zip(ids, references, hypotheses, strict=True):
@@ -56,3 +58,38 @@ def utterance_report(
             }
         )
     return rows
+
+
+def valid_ids(ids: Any, pad_token_id: int) -> np.ndarray:
+    """Prediction ids with the Trainer's -100 padding replaced by the pad token, ready to decode."""
+    ids = np.asarray(ids)
+    return np.where(ids < 0, pad_token_id, ids)
+
+
+class TranscriptMetrics:
+    """``compute_metrics`` for the Trainer: predicted ids -> text, scored against the references.
+
+    Keeps the hypotheses of the last evaluation (``hypotheses``) for the per-utterance report.
+    Subclasses say how ids become text (``decode``) and why all-empty output happens (``empty_hint``).
+    """
+
+    empty_hint = "the model emits nothing"
+
+    def __init__(self, references: Sequence[str], metrics: Sequence[str]) -> None:
+        self.references = list(references)
+        self.metrics = list(metrics)
+        self.hypotheses: list[str] = []
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        raise NotImplementedError
+
+    def __call__(self, prediction: Any) -> dict[str, float]:
+        self.hypotheses = [text.strip() for text in self.decode(np.asarray(prediction.predictions))]
+        if len(self.hypotheses) != len(self.references):
+            raise RuntimeError(f"{len(self.hypotheses)} predictions for {len(self.references)} references.")
+        if self.hypotheses and not any(self.hypotheses):
+            logger.warning(
+                "Every hypothesis is empty (%s), so WER is 1.0. Early in training this is normal; if it persists, "
+                "train longer, raise the learning rate, or check the tokenizer and labels.", self.empty_hint
+            )
+        return error_rates(self.references, self.hypotheses, self.metrics)

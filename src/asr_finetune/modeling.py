@@ -37,7 +37,9 @@ def find_tokenizer(name_or_path: str | None, **kwargs: Any) -> Any | None:
     if not name_or_path:
         return None
     local = Path(name_or_path)
-    if local.is_dir() and not any((local / name).exists() for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+    if local.is_dir() and not any(
+        (local / name).exists() for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json")
+    ):
         return None
     try:
         return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
@@ -72,13 +74,18 @@ def load_ctc_model(
         model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
     )
     head_missing = any(key.startswith("lm_head") for key in info.get("missing_keys", []))
-    head_mismatched = any(str(entry[0] if isinstance(entry, tuple) else entry).startswith("lm_head")
-                          for entry in info.get("mismatched_keys", []))
+    head_mismatched = any(
+        str(entry[0] if isinstance(entry, tuple) else entry).startswith("lm_head")
+        for entry in info.get("mismatched_keys", [])
+    )
     if head_mismatched:
         logger.warning(
             "CTC head re-initialised: %s has a %s-token head, the tokenizer has %d tokens. Pass "
             "--tokenizer_name_or_path %s to keep the checkpoint's vocabulary instead.",
-            model_name_or_path, previous_vocab, len(tokenizer), model_name_or_path,
+            model_name_or_path,
+            previous_vocab,
+            len(tokenizer),
+            model_name_or_path,
         )
     elif head_missing:
         logger.info("CTC head initialised: %s has no CTC head (%d outputs added).", model_name_or_path, len(tokenizer))

@@ -54,7 +54,10 @@ def write_model_card(output_dir: str | Path, *, title: str, details: dict[str, A
     ]
     lines += [f"- **{key}**: {value}" for key, value in details.items()]
     lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in metrics.items()]
+    lines += [
+        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in metrics.items()
+    ]
     lines += [
         "",
         "## Use",

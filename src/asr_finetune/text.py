@@ -26,7 +26,9 @@ def chars_to_ignore_pattern(chars_to_ignore: Iterable[str] | None) -> re.Pattern
 
 def infer_case(vocab: Iterable[str]) -> Case:
     """The case convention of an existing vocabulary: all-lower, all-upper, or mixed (keep)."""
-    letters = [char for token in vocab if len(token) == 1 for char in token if char.isalpha() and char.lower() != char.upper()]
+    letters = [
+        char for token in vocab if len(token) == 1 for char in token if char.isalpha() and char.lower() != char.upper()
+    ]
     has_lower = any(char.islower() for char in letters)
     has_upper = any(char.isupper() for char in letters)
     if has_upper and not has_lower:

@@ -45,9 +45,7 @@ def load_vocab(path: str | os.PathLike) -> dict[str, int]:
         return json.load(handle)
 
 
-def missing_characters(
-    texts: Iterable[str], vocab: Iterable[str], word_delimiter_token: str = "|"
-) -> Counter[str]:
+def missing_characters(texts: Iterable[str], vocab: Iterable[str], word_delimiter_token: str = "|") -> Counter[str]:
     """Count the characters of ``texts`` that the vocab cannot represent (they would become UNK)."""
     known = set(vocab)
     if word_delimiter_token in known:
