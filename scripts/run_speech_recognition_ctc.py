@@ -15,6 +15,7 @@ from asr_finetune import ctc
 from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
 from asr_finetune.backends import (
     adapt_training_arguments,
+    describe_world,
     prepare_launch_environment,
     trainer_class,
     training_arguments_class,
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
+    logger.warning(describe_world(training_args))
     run_eval = training_args.do_eval or str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
     resume = (
         resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)

@@ -14,15 +14,37 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .batching import STAT_KEYS, DurationBatchSampler
 from .throughput import ThroughputMeter
 
+MPI_ENV = {
+    "RANK": "OMPI_COMM_WORLD_RANK",
+    "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+    "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+    "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
+}
+
 
 def prepare_launch_environment() -> None:
-    """Make Trainer/Accelerate see a multi-process CPU launch (torchrun, mpirun) as one distributed run.
+    """Make Trainer/Accelerate see a multi-process launch (torchrun, torch.distributed.launch, mpirun) as one run.
 
-    Without ACCELERATE_USE_CPU, two CPU processes started by torchrun each train their own copy.
+    Processes started by mpirun get torch.distributed's RANK/WORLD_SIZE/LOCAL_RANK from Open MPI's variables.
+    On CPU, ACCELERATE_USE_CPU is set: without it, two processes started by torchrun each train their own copy.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", "1")))
+    for torch_name, mpi_name in MPI_ENV.items():
+        if torch_name not in os.environ and mpi_name in os.environ:
+            os.environ[torch_name] = os.environ[mpi_name]
+    os.environ.setdefault("MASTER_ADDR", "localhost")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def describe_world(args: Any) -> str:
+    """One log line naming the processes a run really has, so a launch that silently split is visible."""
+    backend = getattr(args, "ddp_backend", None) or (args.distributed_state.backend if args.world_size > 1 else None)
+    return (
+        f"World: {args.world_size} process(es), this is rank {args.process_index}, device {args.device}"
+        + (f", backend {backend}" if backend else "")
+    )
 
 
 def adapt_training_arguments(args: Any) -> None:

@@ -1,0 +1,96 @@
+"""Multi-process launch commands (what gaudi_spawn.py runs): mpirun, deepspeed, or torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class LaunchPlan:
+    """A command and the environment variables it needs on top of the current ones."""
+
+    command: list[str]
+    env: dict[str, str]
+
+
+def _first_host(hostfile: str | None) -> str:
+    if hostfile:
+        for line in Path(hostfile).read_text().splitlines():
+            host = line.split("#")[0].split()
+            if host:
+                return host[0]
+    return "localhost"
+
+
+def launch_plan(
+    script: str,
+    script_args: list[str],
+    *,
+    world_size: int = 1,
+    use_mpi: bool = False,
+    use_deepspeed: bool = False,
+    hostfile: str | None = None,
+    master_port: int = 29500,
+    cores: int | None = None,
+) -> LaunchPlan:
+    """The command that starts ``world_size`` processes of ``script``, as optimum-habana's gaudi_spawn.py does.
+
+    MPI: ``mpirun`` binding each rank to cores/world_size cores; DeepSpeed: its launcher; otherwise torchrun.
+    """
+    if use_mpi and use_deepspeed:
+        raise ValueError("Choose one of --use_mpi and --use_deepspeed.")
+    python = sys.executable
+    env = {"MASTER_ADDR": _first_host(hostfile), "MASTER_PORT": str(master_port)}
+    if use_mpi:
+        mpirun = shutil.which("mpirun")
+        if mpirun is None:
+            raise RuntimeError("--use_mpi needs mpirun: apt-get install openmpi-bin (or your MPI of choice).")
+        per_rank = max(1, (cores or os.cpu_count() or 1) // world_size)
+        command = [
+            mpirun,
+            "-n",
+            str(world_size),
+            "--bind-to",
+            "core",
+            "--map-by",
+            f"socket:PE={per_rank}",
+            "--rank-by",
+            "slot",
+        ]
+        if hostfile:
+            command += ["--hostfile", hostfile]
+        if os.geteuid() == 0:
+            command.append("--allow-run-as-root")
+        # MPI starts the processes; each maps its OMPI_COMM_WORLD_* ranks (see backends.prepare_launch_environment).
+        return LaunchPlan(command + [python, script, *script_args], env)
+    if use_deepspeed:
+        deepspeed = shutil.which("deepspeed")
+        if deepspeed is None:
+            raise RuntimeError("--use_deepspeed needs DeepSpeed: pip install deepspeed (Habana's fork on Gaudi).")
+        command = [
+            deepspeed,
+            "--num_nodes",
+            "1",
+            "--num_gpus",
+            str(world_size),
+            "--no_local_rank",
+            "--master_port",
+            str(master_port),
+        ]
+        if hostfile:
+            command += ["--hostfile", hostfile]
+        return LaunchPlan(command + [script, *script_args], env)
+    command = [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(world_size),
+        "--master_port",
+        str(master_port),
+    ]
+    return LaunchPlan(command + [script, *script_args], {})

@@ -1,0 +1,142 @@
+"""Real multi-process launches on CPU (gloo): torchrun, torch.distributed.launch, gaudi_spawn over mpirun/torchrun."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr_finetune.launch import launch_plan
+
+from conftest import REPO
+
+CTC = str(REPO / "scripts" / "run_speech_recognition_ctc.py")
+SPAWN = str(REPO / "scripts" / "gaudi_spawn.py")
+
+
+def ctc_args(model: Path, corpus: Path, output_dir: Path) -> list[str]:
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--dataset_name",
+        str(corpus),
+        "--train_split_name",
+        "train",
+        "--eval_split_name",
+        "test",
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--do_eval",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--freeze_feature_encoder",
+        "false",
+    ]
+
+
+def check_two_process_run(proc: subprocess.CompletedProcess, output_dir: Path) -> None:
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    # Both ranks joined one world: not two independent single-process runs that each exited 0.
+    assert log.count("World: 2 process(es)") == 2, log[-3000:]
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    # 2 steps x 4 utterances x 2 processes = half of the 32 training utterances (one process: a quarter).
+    assert state["epoch"] == pytest.approx(0.5)
+    rows = (output_dir / "eval_predictions.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["id"] for r in rows) == sorted({json.loads(r)["id"] for r in rows})
+    assert len(rows) == 8  # every eval utterance once, gathered over both ranks
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_two_processes(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "torchrun"
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29611",
+            CTC,
+            *ctc_args(tiny_model, corpus, out),
+        ]
+    )
+    check_two_process_run(proc, out)
+
+
+def test_legacy_distributed_launch_passes_local_rank(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "launch"
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.launch",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29612",
+            CTC,
+            *ctc_args(tiny_model, corpus, out),
+        ]
+    )
+    check_two_process_run(proc, out)
+
+
+def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mpi"
+    proc = run(
+        [
+            sys.executable,
+            SPAWN,
+            "--world_size",
+            "2",
+            "--use_mpi",
+            "--master_port",
+            "29613",
+            CTC,
+            *ctc_args(tiny_model, corpus, out),
+        ]
+    )
+    assert "mpirun -n 2 --bind-to core --map-by socket:PE=" in proc.stdout
+    check_two_process_run(proc, out)
+
+
+def test_gaudi_spawn_over_torchrun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "spawn-torchrun"
+    proc = run(
+        [sys.executable, SPAWN, "--world_size", "2", "--master_port", "29614", CTC, *ctc_args(tiny_model, corpus, out)]
+    )
+    assert "torch.distributed.run --nproc_per_node 2" in proc.stdout
+    check_two_process_run(proc, out)
+
+
+def test_launch_plans() -> None:
+    mpi = launch_plan("train.py", ["--x", "1"], world_size=8, use_mpi=True, cores=160, master_port=12345)
+    assert mpi.command[1:9] == ["-n", "8", "--bind-to", "core", "--map-by", "socket:PE=20", "--rank-by", "slot"]
+    assert mpi.command[-3:] == ["train.py", "--x", "1"] and mpi.env["MASTER_PORT"] == "12345"
+    torchrun = launch_plan("train.py", [], world_size=4)
+    assert torchrun.command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "4"]
+    with pytest.raises(ValueError, match="one of"):
+        launch_plan("train.py", [], use_mpi=True, use_deepspeed=True)
+
+
+def test_hostfile_names_the_master(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# workers\nnode-a slots=8\nnode-b slots=8\n")
+    plan = launch_plan("t.py", [], world_size=16, use_mpi=True, hostfile=str(hostfile))
+    assert plan.env["MASTER_ADDR"] == "node-a" and "--hostfile" in plan.command
