@@ -14,11 +14,11 @@ from transformers import Wav2Vec2Processor, set_seed
 from asr_finetune import ctc
 from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
 from asr_finetune.backends import (
+    BackendError,
     adapt_training_arguments,
     describe_world,
     prepare_launch_environment,
-    trainer_class,
-    training_arguments_class,
+    select_backend,
 )
 from asr_finetune.batching import CTCCollator
 from asr_finetune.checkpoints import resolve_resume
@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments and environment
     setup_logging()
     prepare_launch_environment()
+    argv = sys.argv[1:] if argv is None else argv
+    backend = select_backend(argv)
     model_args, data_args, batching_args, training_args = parse_args(
-        (CTCModelArguments, CTCDataArguments, BatchingArguments, training_arguments_class()), argv
+        (CTCModelArguments, CTCDataArguments, BatchingArguments, backend.arguments_class), argv
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()
     }
     metrics = ctc.CTCMetrics(tokenizer, splits["eval"]["text"] if "eval" in splits else [], data_args.eval_metrics)
-    trainer = trainer_class()(
+    trainer = backend.trainer_class(
         model=model,
         args=training_args,
         data_collator=CTCCollator(feature_extractor),
@@ -190,6 +192,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as err:
+    except (DataError, BackendError) as err:
         logging.getLogger("asr_finetune").error("%s", err)
         sys.exit(2)

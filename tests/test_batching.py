@@ -100,3 +100,22 @@ def test_throughput_windows() -> None:
     assert window["audio_seconds_per_second"] > 0
     assert meter.window()["padding_fraction"] == 0.0
     assert meter.totals()["padding_fraction"] == pytest.approx(0.1)
+
+
+def test_padded_frames_decode_as_blank() -> None:
+    from transformers import Wav2Vec2ForCTC
+
+    from asr_finetune.ctc import blank_padded_frames
+    from asr_finetune.tiny_models import tiny_wav2vec2_config
+
+    config = tiny_wav2vec2_config(hidden_size=32, layers=1, conv_channels=8)
+    config.vocab_size, config.pad_token_id = 6, 5
+    model = Wav2Vec2ForCTC(config)
+    attention_mask = torch.ones(2, 16000, dtype=torch.long)
+    attention_mask[1, 8000:] = 0
+    frames = model._get_feat_extract_output_lengths(torch.tensor([16000, 8000])).tolist()
+    logits = torch.zeros(2, frames[0], 6)
+    logits[..., 2] = 1.0  # every frame says "letter 2", padding included
+    ids = blank_padded_frames(logits, attention_mask, model).argmax(-1)
+    assert (ids[0] == 2).all()
+    assert (ids[1, : frames[1]] == 2).all() and (ids[1, frames[1] :] == 5).all()

@@ -199,8 +199,22 @@ def test_eval_characters_missing_from_the_vocab_are_reported(trained: Path, corp
 
 def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     def run(output_dir: Path) -> None:
-        main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "12", "--save_steps", "10",
-                      "--max_batch_duration", "8", "--mask_time_prob", "0"))
+        main(
+            ctc_args(
+                tiny_model,
+                corpus,
+                output_dir,
+                "--do_train",
+                "--max_steps",
+                "12",
+                "--save_steps",
+                "10",
+                "--max_batch_duration",
+                "8",
+                "--mask_time_prob",
+                "0",
+            )
+        )
 
     straight = tmp_path / "straight"
     run(straight)
@@ -220,6 +234,7 @@ def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, c
     shutil.copytree(straight / "checkpoint-10", resumed / "checkpoint-10")
     shutil.copy(straight / "vocab.json", resumed / "vocab.json")
     run(resumed)
+
     # Each step's padding fraction fingerprints its batch. Epoch 2 draws new batches; the resumed run trains
     # steps 11-12 on the same batches (and to the same losses) as the uninterrupted one.
     def fingerprints(output_dir: Path) -> dict[int, float]:
@@ -231,3 +246,14 @@ def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, c
     assert [straight_prints[s] for s in range(1, 4)] != [straight_prints[per_epoch + s] for s in range(1, 4)]
     assert [resumed_prints[s] for s in (11, 12)] == [straight_prints[s] for s in (11, 12)]
     assert losses(resumed)[10:] == pytest.approx(losses(straight)[10:], rel=1e-4)
+
+
+def test_hypotheses_do_not_depend_on_the_eval_batch_size(trained: Path, corpus: Path, tmp_path: Path) -> None:
+    """Padded frames of short clips in a batch must decode as blanks, not as trailing junk letters."""
+
+    def hypotheses(batch_size: str) -> list[str]:
+        out = tmp_path / f"bs{batch_size}"
+        main(ctc_args(trained, corpus, out, "--do_eval", "--per_device_eval_batch_size", batch_size))
+        return [json.loads(line)["hypothesis"] for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+
+    assert hypotheses("8") == hypotheses("1")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +16,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, Trai
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .batching import STAT_KEYS, DurationBatchSampler
+from .ctc import CTCEvalMixin
 from .throughput import ThroughputMeter
 
 MPI_ENV = {
@@ -41,9 +46,8 @@ def prepare_launch_environment() -> None:
 def describe_world(args: Any) -> str:
     """One log line naming the processes a run really has, so a launch that silently split is visible."""
     backend = getattr(args, "ddp_backend", None) or (args.distributed_state.backend if args.world_size > 1 else None)
-    return (
-        f"World: {args.world_size} process(es), this is rank {args.process_index}, device {args.device}"
-        + (f", backend {backend}" if backend else "")
+    return f"World: {args.world_size} process(es), this is rank {args.process_index}, device {args.device}" + (
+        f", backend {backend}" if backend else ""
     )
 
 
@@ -146,7 +150,7 @@ class SpeechSamplingMixin:
         super().log(logs, *args, **kwargs)
 
 
-class SpeechTrainer(SpeechSamplingMixin, Trainer):
+class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
     """Trainer for CTC models."""
 
 
@@ -160,3 +164,87 @@ def training_arguments_class(seq2seq: bool = False) -> type:
 
 def trainer_class(seq2seq: bool = False) -> type:
     return SpeechSeq2SeqTrainer if seq2seq else SpeechTrainer
+
+
+GAUDI_FLAGS = (
+    "use_habana",
+    "use_lazy_mode",
+    "gaudi_config_name",
+    "throughput_warmup_steps",
+    "use_hpu_graphs",
+    "use_hpu_graphs_for_training",
+    "use_hpu_graphs_for_inference",
+    "sdp_on_bf16",
+    "distribution_strategy",
+    "non_blocking_data_copy",
+    "pipelining_fwd_bwd",
+    "adjust_throughput",
+    "ignore_eos",
+)
+HABANA_HINT = (
+    "--use_habana needs optimum-habana and Habana's SynapseAI software (a Gaudi machine): there, "
+    "pip install 'asr-finetune[hpu]' (optimum-habana 1.21 with transformers 4.55). On CPU or CUDA, drop "
+    "--use_habana and the Gaudi flags."
+)
+
+
+class BackendError(ValueError):
+    """A device/backend request that cannot work here; the message says what to change or install."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The Trainer and TrainingArguments classes of a run: stock (CPU/CUDA) or optimum-habana's (HPU)."""
+
+    name: str
+    arguments_class: type
+    trainer_class: type
+
+
+def _requested_flags(argv: Sequence[str]) -> dict[str, Any]:
+    """Flags of a command line (or of its single .json file) with their values; bare switches are True."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    flags: dict[str, Any] = {}
+    for index, token in enumerate(argv):
+        if token.startswith("--"):
+            name, has_value, value = token[2:].partition("=")
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if has_value:
+                flags[name] = value
+            elif following is not None and not following.startswith("--"):
+                flags[name] = following
+            else:
+                flags[name] = True
+    return flags
+
+
+def _on(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+def select_backend(argv: Sequence[str], seq2seq: bool = False) -> Backend:
+    """Stock Trainer classes, or optimum-habana's Gaudi classes for ``--use_habana``; checked before any work."""
+    flags = _requested_flags(list(argv))
+    if not _on(flags.get("use_habana", False)):
+        gaudi_only = [f"--{name}" for name in GAUDI_FLAGS if name in flags and name != "use_habana"]
+        if gaudi_only:
+            raise BackendError(f"{', '.join(gaudi_only)}: Gaudi flag(s) that need --use_habana. {HABANA_HINT}")
+        return Backend("torch", training_arguments_class(seq2seq), trainer_class(seq2seq))
+    if _on(flags.get("fp16", False)):
+        raise BackendError("--fp16 is not supported with --use_habana: Gaudi trains in bf16. Use --bf16 instead.")
+    try:
+        from optimum.habana import (
+            GaudiSeq2SeqTrainer,
+            GaudiSeq2SeqTrainingArguments,
+            GaudiTrainer,
+            GaudiTrainingArguments,
+        )
+    except ImportError as err:
+        raise BackendError(f"{HABANA_HINT} ({err})") from err
+    base, arguments = (
+        (GaudiSeq2SeqTrainer, GaudiSeq2SeqTrainingArguments) if seq2seq else (GaudiTrainer, GaudiTrainingArguments)
+    )
+    mixins = (SpeechSamplingMixin,) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    trainer = type(f"Speech{base.__name__}", (*mixins, base), {})
+    return Backend("habana", arguments, trainer)

@@ -9,6 +9,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 from transformers import Wav2Vec2CTCTokenizer
 
 from .data import DropCounts, drop_rows
@@ -96,6 +97,28 @@ def add_labels(
             drops,
         )
     return dataset
+
+
+def blank_padded_frames(logits: torch.Tensor, attention_mask: torch.Tensor, model: Any) -> torch.Tensor:
+    """Make frames past each clip's end predict the blank. CTC training never constrains them, so on padded
+    batches a model that uses an attention mask emits junk there (trailing letters in every hypothesis)."""
+    lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(logits.device)
+    padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= lengths[:, None]
+    logits = logits.masked_fill(padded[..., None], 0.0)
+    blank = model.config.pad_token_id
+    logits[..., blank] = logits[..., blank].masked_fill(padded, 1.0)
+    return logits
+
+
+class CTCEvalMixin:
+    """Evaluation that decodes only the frames of each clip, not the padding after it."""
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        attention_mask = inputs.get("attention_mask")
+        loss, logits, labels = super().prediction_step(model, inputs, *args, **kwargs)
+        if logits is not None and attention_mask is not None:
+            logits = blank_padded_frames(logits, attention_mask, self.model)
+        return loss, logits, labels
 
 
 def argmax_logits(logits: Any, labels: Any) -> Any:
