@@ -20,6 +20,9 @@ from transformers import HfArgumentParser
 
 logger = logging.getLogger(__name__)
 
+RECIPE_KEY = "_recipe"
+"""Key of a config file that describes the recipe (published figures, launcher); not a flag."""
+
 FRESH_START = "false"
 """``--resume_from_checkpoint false``: ignore checkpoints in output_dir and start from the model."""
 
@@ -269,6 +272,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     parser = HfArgumentParser(list(dataclass_types))
     if len(argv) == 1 and argv[0].endswith(".json"):
         config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        config.pop(RECIPE_KEY, None)
         config, notes = translate_legacy_dict(config, training_fields)
         _log_notes(notes)
         return tuple(parser.parse_dict(config))
