@@ -17,6 +17,7 @@ from asr_finetune.backends import (
     BackendError,
     adapt_training_arguments,
     describe_world,
+    end_distributed,
     prepare_launch_environment,
     select_backend,
 )
@@ -195,3 +196,5 @@ if __name__ == "__main__":
     except (DataError, BackendError) as err:
         logging.getLogger("asr_finetune").error("%s", err)
         sys.exit(2)
+    finally:
+        end_distributed()

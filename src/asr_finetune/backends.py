@@ -43,6 +43,13 @@ def prepare_launch_environment() -> None:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
+def end_distributed() -> None:
+    """Tear the process group down before interpreter exit; left to exit, gloo can abort a rank (exit -6)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def describe_world(args: Any) -> str:
     """One log line naming the processes a run really has, so a launch that silently split is visible."""
     backend = getattr(args, "ddp_backend", None) or (args.distributed_state.backend if args.world_size > 1 else None)
