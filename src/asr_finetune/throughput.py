@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -15,7 +15,7 @@ class ThroughputMeter:
     padding_fraction_sum: float = 0.0
     batches: int = 0
     wait_seconds: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
+    started: float | None = None
     _window: tuple[float, float, float, int, float] | None = None
 
     def add_batch(self, audio_seconds: float, padded_seconds: float) -> None:
@@ -25,6 +25,11 @@ class ThroughputMeter:
         self.batches += 1
 
     def add_wait(self, seconds: float) -> None:
+        """Time spent waiting for batches. The clock starts when the first batch arrives, so loader start-up
+        and model set-up do not dilute the steady-state figures."""
+        if self.started is None:
+            self.started = time.perf_counter()
+            return
         self.wait_seconds += seconds
 
     def _snapshot(self) -> tuple[float, float, float, int, float]:
@@ -33,7 +38,7 @@ class ThroughputMeter:
     def window(self) -> dict[str, float]:
         """Figures since the previous call (the first window starts when the meter was made)."""
         now = self._snapshot()
-        before = self._window or (self.started, 0.0, 0.0, 0, 0.0)
+        before = self._window or (self.started or now[0], 0.0, 0.0, 0, 0.0)
         self._window = now
         return _figures(
             now[0] - before[0], now[1] - before[1], now[2] - before[2], now[3] - before[3], now[4] - before[4]
