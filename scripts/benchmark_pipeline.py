@@ -186,7 +186,8 @@ def main() -> None:
     print(f"decode+resample (soundfile + soxr, 22.05->16 kHz, one core): {decode_x:,.0f}x real time")
     print(f"header read (duration only):                                 {header_x:,.0f}x real time\n")
     print(
-        f"| batching ({args.batch_size} per batch; buckets: {BUDGET:.0f} s padded; {args.steps} steps) | padding (whole epoch) | padding (trained) "
+        f"| batching ({args.batch_size} per batch; buckets: {BUDGET:.0f} s padded; {args.steps} steps) "
+        "| padding (whole epoch) | padding (trained) "
         "| audio s / s | vs random | loader wait | peak RSS |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
