@@ -26,7 +26,7 @@ from asr_finetune.checkpoints import resolve_resume
 from asr_finetune.data import DataError, SplitConfig, prepare_split
 from asr_finetune.features import SpeechDataset
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor
+from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor, use_mean_loss
 from asr_finetune.outputs import write_model_card
 from asr_finetune.run import evaluate_and_report, train_and_save, write_data_report
 from asr_finetune.vocab import VOCAB_FILE, format_missing, missing_characters
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_ctc_model(
         model_args.model_name_or_path, model_args.config_name, model_args.config_overrides(), tokenizer, **pretrained
     )
+    use_mean_loss(model)
     if model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     sampling_rate = feature_extractor.sampling_rate

@@ -96,3 +96,16 @@ def output_frames(model: PreTrainedModel, num_samples: list[int]) -> list[int]:
     """Encoder output frames for inputs of the given sample counts (what CTC has to fit labels into)."""
     lengths = torch.as_tensor(num_samples, dtype=torch.long)
     return model._get_feat_extract_output_lengths(lengths).tolist()
+
+
+def use_mean_loss(model: PreTrainedModel) -> PreTrainedModel:
+    """Make the Trainer treat the model's loss as the per-batch mean it is.
+
+    Speech models (Wav2Vec2ForCTC, Whisper, SpeechEncoderDecoderModel) take ``**kwargs`` in forward, so the
+    Trainer assumes they normalise the loss by ``num_items_in_batch`` themselves: on transformers 5.x it then skips
+    the division by ``--gradient_accumulation_steps`` (loss and gradients N times too big) and, across processes,
+    multiplies by the world size; on 4.5x SpeechEncoderDecoderModel passes the count on to decoders that refuse
+    it (transformers#35838). None of them uses the count, so say so.
+    """
+    model.accepts_loss_kwargs = False
+    return model
