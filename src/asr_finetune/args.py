@@ -295,8 +295,10 @@ class Seq2SeqModelArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id or local dir of a speech seq2seq model: Whisper, or a warm-started encoder-decoder "
-                  "made by scripts/create_speech_encoder_decoder.py."},
+        metadata={
+            "help": "Hub id or local dir of a speech seq2seq model: Whisper, or a warm-started encoder-decoder "
+            "made by scripts/create_speech_encoder_decoder.py."
+        },
     )
     config_name: str | None = field(
         default=None, metadata={"help": "Config to use instead of the model's (alone: train from random weights)."}
@@ -314,8 +316,10 @@ class Seq2SeqModelArguments:
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (an adapter still trains)."})
     apply_spec_augment: bool = field(
         default=False,
-        metadata={"help": "SpecAugment on the encoder input (Whisper; wav2vec2-like encoders of an encoder-decoder), "
-                  "with the mask settings of the model's config."},
+        metadata={
+            "help": "SpecAugment on the encoder input (Whisper; wav2vec2-like encoders of an encoder-decoder), "
+            "with the mask settings of the model's config."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -173,3 +173,51 @@ class DurationBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.plan())
+
+
+@dataclass
+class Seq2SeqCollator(CTCCollator):
+    """Pads inputs like :class:`CTCCollator` and labels with -100, then strips a leading decoder-start token.
+
+    Labels come from the tokenizer with its start token (BART's ``<s>``, Whisper's ``<|startoftranscript|>``);
+    the model prepends ``decoder_start_token_id`` itself when it shifts labels into decoder inputs, so the
+    token is removed here (when every row starts with it). ``input_seconds``: the fixed window every input is
+    padded to (Whisper: 30 s), counted as padding in the throughput figures.
+    """
+
+    decoder_start_token_id: int | None = None
+    input_seconds: float | None = None
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(items)
+        labels = batch.get("labels")
+        start = self.decoder_start_token_id
+        if labels is not None and start is not None and labels.shape[1] > 0 and bool((labels[:, 0] == start).all()):
+            batch["labels"] = labels[:, 1:]
+        if self.input_seconds is not None:
+            batch.update(audio_stats(items, self.input_seconds))
+        return batch
+
+
+@dataclass
+class PretrainingCollator:
+    """Pads raw audio (with an attention mask) and draws span masks and negatives per utterance for wav2vec2
+    pretraining; ``config`` is the model config (mask_time_prob, mask_time_length, num_negatives, conv layout)."""
+
+    feature_extractor: Any
+    config: Any
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from .pretraining import sample_masks_and_negatives
+
+        name = self.feature_extractor.model_input_names[0]
+        batch = self.feature_extractor.pad(
+            [{name: item[name]} for item in items],
+            padding=True,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        masks = sample_masks_and_negatives(self.config, batch["attention_mask"])
+        return {**batch, **masks, **audio_stats(items)}

@@ -73,17 +73,24 @@ def find_recipe(name: str, config_dir: str | Path = CONFIG_DIR) -> Recipe:
 
 
 def script_arguments(script: str) -> tuple[type, ...]:
-    """The dataclasses an entry script parses (with the stock TrainingArguments class last)."""
-    from .args import BatchingArguments, CTCDataArguments, CTCModelArguments
+    """The dataclasses an entry script parses (with the stock TrainingArguments class last where it has one)."""
+    from . import args
     from .backends import training_arguments_class
 
     groups = {
-        "run_speech_recognition_ctc.py": (CTCModelArguments, CTCDataArguments, BatchingArguments),
+        "run_speech_recognition_ctc.py": (
+            args.CTCModelArguments, args.CTCDataArguments, args.BatchingArguments, training_arguments_class()
+        ),
+        "run_speech_recognition_seq2seq.py": (
+            args.Seq2SeqModelArguments, args.Seq2SeqDataArguments, args.BatchingArguments,
+            training_arguments_class(seq2seq=True),
+        ),
+        "run_wav2vec2_pretraining_no_trainer.py": (args.PretrainingArguments, args.BatchingArguments),
     }
     name = Path(script).name
     if name not in groups:
         raise ValueError(f"No argument groups known for {script}.")
-    return (*groups[name], training_arguments_class(seq2seq="seq2seq" in name))
+    return groups[name]
 
 
 def args_to_argv(args: dict[str, Any]) -> list[str]:

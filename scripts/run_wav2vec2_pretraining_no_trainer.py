@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Pretrain a wav2vec2 model on unlabeled audio (contrastive + diversity loss) with Accelerate.
+
+Accepts the command lines of transformers' run_wav2vec2_pretraining_no_trainer.py; see README.md. Start it with
+`python`, `accelerate launch` or `torchrun`. Rerunning a command resumes from its last complete checkpoint; the
+output directory is a `--model_name_or_path` for run_speech_recognition_ctc.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from accelerate.utils import set_seed
+
+from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
+from asr_finetune.batching import PretrainingCollator
+from asr_finetune.checkpoints import resolve_resume
+from asr_finetune.data import DataError, SplitConfig
+from asr_finetune.features import SpeechDataset
+from asr_finetune.files import write_json
+from asr_finetune.logs import setup_logging
+from asr_finetune.modeling import hub_kwargs, load_feature_extractor
+from asr_finetune.pretraining import (
+    PretrainingConfigError,
+    check_pretraining_setup,
+    data_report,
+    load_pretraining_config,
+    load_unlabeled_audio,
+    new_pretraining_model,
+)
+from asr_finetune.pretraining_loop import Pretrainer, make_accelerator, push_to_hub
+
+logger = logging.getLogger("run_wav2vec2_pretraining_no_trainer")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # 1. Arguments
+    setup_logging()
+    args, batching = parse_args((PretrainingArguments, BatchingArguments), argv)
+    pretrained = hub_kwargs(args.cache_dir, None, args.hub_token, args.trust_remote_code)
+
+    # 2. Config and feature extractor, checked before any data is read (the weights always start random)
+    source = args.config_name or args.model_name_or_path
+    config = load_pretraining_config(
+        args.model_name_or_path, args.config_name, args.mask_time_prob, args.mask_time_length, **pretrained
+    )
+    feature_extractor = load_feature_extractor(args.model_name_or_path or args.config_name, **pretrained)
+    check_pretraining_setup(config, feature_extractor, source)
+
+    # 3. Processes: one, or all of a torchrun / accelerate launch, CPU included
+    accelerator = make_accelerator(args, find_unused_parameters=config.layerdrop > 0)
+    logger.info("Process %d of %d on %s (%s).", accelerator.process_index, accelerator.num_processes,
+                accelerator.device, accelerator.distributed_type)
+    setup_logging(SimpleNamespace(should_log=accelerator.is_main_process))
+
+    # 4. Data: every (config, split) pair, files checked, filtered by duration from headers, validation held out
+    split_config = SplitConfig(
+        dataset_name=args.dataset_name, audio_column=args.audio_column_name, text_column=None,
+        cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code,
+        num_proc=args.preprocessing_num_workers, overwrite_cache=args.overwrite_cache, on_bad_row=args.on_bad_row,
+        min_duration=args.min_duration_in_seconds, max_duration=args.max_duration_in_seconds,
+    )
+    with accelerator.main_process_first():
+        train_rows, eval_rows, drops = load_unlabeled_audio(
+            split_config, args.dataset_config_names, args.dataset_split_names, config,
+            feature_extractor.sampling_rate, args.validation_split_percentage, args.seed,
+        )
+    report = data_report({"train": train_rows, "validation": eval_rows}, drops)
+    logger.info("Clips: train %d (%.2f h), validation %d; dropped: %s", report["train"]["clips"],
+                report["train"]["hours"], len(eval_rows or []), drops.summary())
+    if accelerator.is_main_process:
+        write_json(report, Path(args.output_dir) / "data_report.json")
+    if args.train_cache_file_name or args.validation_cache_file_name:
+        logger.info("--train/validation_cache_file_name are not used: audio is decoded on the fly, never cached.")
+    if args.preprocessing_only:
+        logger.info("--preprocessing_only: data checked (%s/data_report.json). Stopping.", args.output_dir)
+        return {}
+
+    # 5. Model from the config with random weights; batches carry masks and negatives drawn per utterance
+    set_seed(args.seed)
+    model = new_pretraining_model(config, args.gradient_checkpointing)
+    set_seed(args.seed, device_specific=True)  # each process draws its own masks, negatives and Gumbel noise
+    collator = PretrainingCollator(feature_extractor, config, pad_to_multiple_of=args.pad_to_multiple_of)
+    train_dataset = SpeechDataset(train_rows, feature_extractor, args.audio_column_name)
+    eval_dataset = SpeechDataset(eval_rows, feature_extractor, args.audio_column_name) if eval_rows else None
+
+    # 6. Train, resuming from the newest complete checkpoint in output_dir; save model + feature extractor
+    resume = resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    pretrainer = Pretrainer(args, accelerator, model, feature_extractor, collator, train_dataset, eval_dataset,
+                            batching=batching)
+    results = pretrainer.train(resume)
+
+    # 7. Upload
+    if args.push_to_hub and accelerator.is_main_process:
+        push_to_hub(args.output_dir, args.hub_model_id, args.hub_token)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, PretrainingConfigError) as err:
+        logging.getLogger("asr_finetune").error("%s", err)
+        sys.exit(2)
