@@ -86,6 +86,24 @@ class BatchingArguments:
     def enabled(self) -> bool:
         return self.duration_buckets or self.max_batch_duration is not None
 
+    def sampler(
+        self, durations: Sequence[float], batch_size: int, *, seed: int, num_replicas: int = 1, rank: int = 0,
+        drop_last: bool = False,
+    ) -> Any:
+        """The duration-bucketed batch sampler these flags ask for (``batch_size`` unless a duration budget)."""
+        from .batching import DurationBatchSampler
+
+        return DurationBatchSampler(
+            durations,
+            max_batch_duration=self.max_batch_duration,
+            batch_size=None if self.max_batch_duration is not None else batch_size,
+            num_buckets=self.num_duration_buckets,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            drop_last=drop_last,
+        )
+
 
 @dataclass
 class CTCDataArguments(DataArguments):

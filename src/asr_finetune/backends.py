@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .batching import STAT_KEYS, DurationBatchSampler
+from .batching import STAT_KEYS
 from .ctc import CTCEvalMixin
 from .throughput import ThroughputMeter
 
@@ -94,11 +94,9 @@ class SpeechSamplingMixin:
         if not (self.batching is not None and self.batching.enabled):
             return super().get_train_dataloader()
         args = self.args
-        sampler = DurationBatchSampler(
+        sampler = self.batching.sampler(
             self.train_dataset.durations,
-            max_batch_duration=self.batching.max_batch_duration,
-            batch_size=None if self.batching.max_batch_duration is not None else args.per_device_train_batch_size,
-            num_buckets=self.batching.num_duration_buckets,
+            args.per_device_train_batch_size,
             seed=args.data_seed if args.data_seed is not None else args.seed,
             num_replicas=args.world_size,
             rank=args.process_index,

@@ -34,6 +34,20 @@ def pad_labels(labels: Sequence[Sequence[int]], pad_to_multiple_of: int | None =
     return batch
 
 
+def pad_inputs(
+    feature_extractor: Any, items: Sequence[dict[str, Any]], pad_to_multiple_of: int | None = None, **kwargs: Any
+) -> Any:
+    """Pad the model inputs of ``items`` (the feature extractor's first input name) into one batch of tensors."""
+    name = feature_extractor.model_input_names[0]
+    return feature_extractor.pad(
+        [{name: item[name]} for item in items],
+        padding=True,
+        pad_to_multiple_of=pad_to_multiple_of,
+        return_tensors="pt",
+        **kwargs,
+    )
+
+
 @dataclass
 class CTCCollator:
     """Pads raw-audio inputs with the feature extractor and labels with -100."""
@@ -42,13 +56,7 @@ class CTCCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        name = self.feature_extractor.model_input_names[0]
-        batch = self.feature_extractor.pad(
-            [{name: item[name]} for item in items],
-            padding=True,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-        )
+        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of)
         if "labels" in items[0]:
             batch["labels"] = pad_labels([item["labels"] for item in items])
         return {**batch, **audio_stats(items)}
@@ -211,13 +219,6 @@ class PretrainingCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from .pretraining import sample_masks_and_negatives
 
-        name = self.feature_extractor.model_input_names[0]
-        batch = self.feature_extractor.pad(
-            [{name: item[name]} for item in items],
-            padding=True,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
+        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, return_attention_mask=True)
         masks = sample_masks_and_negatives(self.config, batch["attention_mask"])
         return {**batch, **masks, **audio_stats(items)}

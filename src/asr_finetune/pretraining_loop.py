@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .backends import prepare_launch_environment
-from .batching import STAT_KEYS, DurationBatchSampler
+from .batching import STAT_KEYS
 from .checkpoints import COMPLETE_MARKER, complete_checkpoints
 from .files import write_json, write_jsonl
 from .outputs import PARTIAL_DIR, publish_files
@@ -150,11 +150,9 @@ class Pretrainer:
         """This process's batches (dataset indices) for ``epoch``: a fixed function of seed and epoch."""
         accelerator, args = self.accelerator, self.args
         if self.batching is not None and self.batching.enabled:
-            sampler: Any = DurationBatchSampler(
+            sampler = self.batching.sampler(
                 self.train_dataset.durations,
-                max_batch_duration=self.batching.max_batch_duration,
-                batch_size=None if self.batching.max_batch_duration is not None else args.per_device_train_batch_size,
-                num_buckets=self.batching.num_duration_buckets,
+                args.per_device_train_batch_size,
                 seed=args.seed,
                 num_replicas=accelerator.num_processes,
                 rank=accelerator.process_index,
