@@ -13,22 +13,23 @@ from transformers import Wav2Vec2Processor, set_seed
 
 from asr_finetune import ctc
 from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
-from asr_finetune.backends import (
-    BackendError,
-    adapt_training_arguments,
-    describe_world,
-    end_distributed,
-    prepare_launch_environment,
-    select_backend,
-)
+from asr_finetune.backends import adapt_training_arguments, describe_world, prepare_launch_environment, select_backend
 from asr_finetune.batching import CTCCollator
 from asr_finetune.checkpoints import resolve_resume
-from asr_finetune.data import DataError, SplitConfig, prepare_split
+from asr_finetune.data import DataError
 from asr_finetune.features import SpeechDataset
 from asr_finetune.logs import setup_logging
 from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor, use_mean_loss
 from asr_finetune.outputs import write_model_card
-from asr_finetune.run import evaluate_and_report, train_and_save, write_data_report
+from asr_finetune.run import (
+    evaluate_and_report,
+    evaluation_requested,
+    load_splits,
+    log_splits,
+    run_cli,
+    train_and_save,
+    write_data_report,
+)
 from asr_finetune.vocab import VOCAB_FILE, format_missing, missing_characters
 
 logger = logging.getLogger("run_speech_recognition_ctc")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     adapt_training_arguments(training_args)
     logger.warning(describe_world(training_args))
-    run_eval = training_args.do_eval or str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
+    run_eval = evaluation_requested(training_args)
     resume = (
         resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
         if training_args.do_train
@@ -66,31 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 3. Data: load, check columns and files, normalise text, filter by duration (headers only, no decoding)
-    split_config = SplitConfig(
-        dataset_name=data_args.dataset_name,
-        audio_column=data_args.audio_column_name,
-        text_column=data_args.text_column_name,
-        id_column=data_args.id_column_name,
-        config_name=data_args.dataset_config_name,
-        cache_dir=model_args.cache_dir,
-        token=data_args.token,
-        trust_remote_code=data_args.trust_remote_code,
-        num_proc=data_args.preprocessing_num_workers,
-        overwrite_cache=data_args.overwrite_cache,
-        on_bad_row=data_args.on_bad_row,
-        min_duration=data_args.min_duration_in_seconds,
-        max_duration=data_args.max_duration_in_seconds,
-    )
-    splits, drops = {}, {}
-    with training_args.main_process_first(desc="dataset preparation"):
-        if training_args.do_train:
-            splits["train"], drops["train"] = prepare_split(
-                split_config, data_args.train_split_name, normalizer.batch, max_samples=data_args.max_train_samples
-            )
-        if run_eval:
-            splits["eval"], drops["eval"] = prepare_split(
-                split_config, data_args.eval_split_name, normalizer.batch, max_samples=data_args.max_eval_samples
-            )
+    splits, drops = load_splits(data_args, training_args, normalizer.batch, model_args.cache_dir, run_eval)
 
     # 4. Tokenizer built from the training text when none was brought (main process writes, others read)
     if tokenizer is None:
@@ -132,13 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, split in splits.items():
         min_frames = model_args.mask_time_length if name == "train" and model_args.mask_time_prob > 0 else 0
         splits[name] = ctc.add_labels(split, tokenizer, model, sampling_rate, drops[name], min_frames)
-        logger.info(
-            "%s: %d utterances, %.2f h; dropped: %s",
-            name,
-            len(splits[name]),
-            sum(splits[name]["duration"]) / 3600,
-            drops[name].summary(),
-        )
+    log_splits(splits, drops)
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     if training_args.process_index == 0:
         processor.save_pretrained(training_args.output_dir)
@@ -192,10 +163,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, BackendError) as err:
-        logging.getLogger("asr_finetune").error("%s", err)
-        sys.exit(2)
-    finally:
-        end_distributed()
+    run_cli(main)

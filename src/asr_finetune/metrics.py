@@ -90,6 +90,7 @@ class TranscriptMetrics:
         if self.hypotheses and not any(self.hypotheses):
             logger.warning(
                 "Every hypothesis is empty (%s), so WER is 1.0. Early in training this is normal; if it persists, "
-                "train longer, raise the learning rate, or check the tokenizer and labels.", self.empty_hint
+                "train longer, raise the learning rate, or check the tokenizer and labels.",
+                self.empty_hint,
             )
         return error_rates(self.references, self.hypotheses, self.metrics)

@@ -93,7 +93,10 @@ def evaluation_requested(training_args: Any) -> bool:
 
 
 def load_splits(
-    data_args: Any, training_args: Any, normalize: Callable[[list[str]], list[str]], cache_dir: str | None,
+    data_args: Any,
+    training_args: Any,
+    normalize: Callable[[list[str]], list[str]],
+    cache_dir: str | None,
     evaluate: bool,
 ) -> tuple[dict[str, Any], dict[str, DropCounts]]:
     """The "train" split (when training) and the "eval" split (when evaluating), prepared by the main process first.
@@ -134,9 +137,14 @@ def log_splits(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run an entry script's ``main``; bad input data ends it with the message and exit status 2."""
+    """Run an entry script's ``main``; bad input data or an impossible backend request ends it with the message
+    and exit status 2. The process group of a distributed run is torn down either way."""
+    from .backends import BackendError, end_distributed
+
     try:
         main()
-    except DataError as err:
+    except (DataError, BackendError) as err:
         logging.getLogger("asr_finetune").error("%s", err)
         sys.exit(2)
+    finally:
+        end_distributed()
