@@ -1,0 +1,407 @@
+"""Sequence-to-sequence steps: the warm-started encoder-decoder, Whisper's prefix tokens, labels that fit the
+decoder, generation settings, freezing, and metrics from generated text."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSpeechSeq2Seq,
+    GenerationConfig,
+    PreTrainedModel,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Processor,
+    WhisperFeatureExtractor,
+    WhisperProcessor,
+)
+
+from .data import DropCounts, drop_rows
+from .metrics import TranscriptMetrics, valid_ids
+from .modeling import find_tokenizer, load_feature_extractor, use_mean_loss
+from .text import TextNormalizer
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("transcribe", "translate")
+
+
+# ---------------------------------------------------------------------------------------------- processor
+
+
+def load_tokenizer(name_or_path: str, use_fast: bool = True, **kwargs: Any) -> Any:
+    """The tokenizer of a model dir or Hub id; an error that says what to pass when there is none."""
+    tokenizer = find_tokenizer(name_or_path, use_fast=use_fast, **kwargs)
+    if tokenizer is None:
+        raise ValueError(
+            f"No tokenizer found in {name_or_path}. Pass --tokenizer_name with the decoder's checkpoint or a "
+            "tokenizer dir (a model made by scripts/create_speech_encoder_decoder.py carries its decoder's tokenizer)."
+        )
+    return tokenizer
+
+
+def make_processor(feature_extractor: Any, tokenizer: Any) -> Any:
+    """One object holding both halves, saved with every checkpoint (the Trainer's ``processing_class``)."""
+    if isinstance(feature_extractor, WhisperFeatureExtractor):
+        return WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    if isinstance(feature_extractor, Wav2Vec2FeatureExtractor):
+        return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    return feature_extractor
+
+
+def save_processor(directory: str | Path, processor: Any, feature_extractor: Any, tokenizer: Any) -> None:
+    """Write processor, feature extractor and tokenizer files, so AutoProcessor / pipeline (4.x and 5.x) find them."""
+    if processor is not feature_extractor:
+        processor.save_pretrained(str(directory))
+    feature_extractor.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+
+
+def input_window_seconds(feature_extractor: Any) -> float | None:
+    """The fixed input length of models that pad every clip to one window (Whisper: 30 s), else None."""
+    samples = getattr(feature_extractor, "n_samples", None)
+    return samples / feature_extractor.sampling_rate if samples else None
+
+
+# ---------------------------------------------------------------------------------------------- warm start
+
+
+def special_token_ids(decoder_config: Any, tokenizer: Any) -> dict[str, int]:
+    """decoder_start / pad / eos ids for a warm-started model: the decoder's config first, then its tokenizer.
+
+    The decoder starts from its BOS token (``<s>`` for BART), as the reference recipe sets it.
+    """
+
+    def first(*candidates: int | None) -> int | None:
+        return next((value for value in candidates if value is not None), None)
+
+    ids = {
+        "decoder_start_token_id": first(decoder_config.bos_token_id, tokenizer.bos_token_id, tokenizer.cls_token_id),
+        "pad_token_id": first(decoder_config.pad_token_id, tokenizer.pad_token_id),
+        "eos_token_id": first(decoder_config.eos_token_id, tokenizer.eos_token_id, tokenizer.sep_token_id),
+    }
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"The decoder has no {', '.join(missing)} (neither its config nor its tokenizer defines one). Use a "
+            "decoder with BOS/PAD/EOS tokens (BART, mBART, GPT-2 with a pad token, BERT), or set them in its config."
+        )
+    return ids
+
+
+def create_speech_encoder_decoder(
+    encoder: str,
+    decoder: str,
+    output_dir: str | Path,
+    *,
+    encoder_add_adapter: bool = True,
+    encoder_feat_proj_dropout: float = 0.0,
+    encoder_layerdrop: float = 0.0,
+    max_length: int = 200,
+    num_beams: int = 5,
+    feature_extractor_name: str | None = None,
+    tokenizer_name: str | None = None,
+) -> SpeechEncoderDecoderModel:
+    """Join a pretrained speech encoder and text decoder into one model and save it with its processor.
+
+    The cross-attention (and an adapter / projection where sizes differ) start random. The saved dir loads with
+    ``--model_name_or_path`` like any seq2seq checkpoint.
+    """
+    feature_extractor = load_feature_extractor(feature_extractor_name or encoder)
+    tokenizer = load_tokenizer(tokenizer_name or decoder)
+    # The decoder config is loaded here and marked as a cross-attending decoder: transformers 5.x reads
+    # ``add_cross_attention`` from it, which BartConfig (among others) no longer defines, and fails otherwise.
+    decoder_config = AutoConfig.from_pretrained(decoder)
+    decoder_config.is_decoder = True
+    decoder_config.add_cross_attention = True
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        encoder,
+        decoder,
+        encoder_add_adapter=encoder_add_adapter,
+        encoder_feat_proj_dropout=encoder_feat_proj_dropout,
+        encoder_layerdrop=encoder_layerdrop,
+        decoder_config=decoder_config,
+    )
+    decoder_vocab = model.decoder.config.vocab_size
+    if len(tokenizer) > decoder_vocab:
+        raise ValueError(
+            f"The tokenizer of {tokenizer_name or decoder} has {len(tokenizer)} tokens but the decoder only "
+            f"{decoder_vocab} embeddings: pass the decoder's own tokenizer with --tokenizer_name."
+        )
+    ids = special_token_ids(model.decoder.config, tokenizer)
+    for name, value in ids.items():
+        setattr(model.config, name, value)
+    bos = model.decoder.config.bos_token_id
+    model.generation_config = GenerationConfig(**ids, bos_token_id=bos, max_length=max_length, num_beams=num_beams)
+    check_generation(model, feature_extractor)
+    output_dir = Path(output_dir)
+    model.save_pretrained(str(output_dir))
+    save_processor(output_dir, make_processor(feature_extractor, tokenizer), feature_extractor, tokenizer)
+    return model
+
+
+def check_generation(model: PreTrainedModel, feature_extractor: Any) -> None:
+    """Generate two tokens from one second of silence: a wiring mistake fails here, not hours into training."""
+    rate = feature_extractor.sampling_rate
+    inputs = feature_extractor(np.zeros(rate, dtype=np.float32), sampling_rate=rate, return_tensors="pt")
+    name = feature_extractor.model_input_names[0]
+    with torch.no_grad():
+        model.eval()
+        model.generate(inputs[name], max_length=3, num_beams=1)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def is_whisper(config: Any) -> bool:
+    return getattr(config, "model_type", None) == "whisper"
+
+
+def _encoder_config(config: Any) -> Any:
+    return config.encoder if getattr(config, "model_type", None) == "speech-encoder-decoder" else config
+
+
+def _decoder_config(config: Any) -> Any:
+    return config.decoder if getattr(config, "model_type", None) == "speech-encoder-decoder" else config
+
+
+def load_seq2seq_model(
+    model_name_or_path: str | None, config_name: str | None, *, apply_spec_augment: bool, **kwargs: Any
+) -> PreTrainedModel:
+    """A speech seq2seq model (Whisper, warm-started encoder-decoder, ...), SpecAugment on or off as asked.
+
+    With ``config_name`` alone the model starts from random weights.
+    """
+    config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
+    encoder_config = _encoder_config(config)
+    if hasattr(encoder_config, "apply_spec_augment"):
+        encoder_config.apply_spec_augment = apply_spec_augment
+    elif apply_spec_augment:
+        logger.warning(
+            "%s encoders have no SpecAugment setting: --apply_spec_augment has no effect.", encoder_config.model_type
+        )
+    if model_name_or_path:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, config=config, **kwargs)
+    else:
+        logger.info("Training from scratch: random weights from config %s.", config_name)
+        model = AutoModelForSpeechSeq2Seq.from_config(config)
+    use_mean_loss(model)
+    for name in ("decoder_start_token_id", "pad_token_id"):
+        if getattr(model.config, name, None) is None and getattr(model.generation_config, name, None) is None:
+            raise ValueError(
+                f"{model_name_or_path or config_name} has no {name}. Make a warm-started model with "
+                "scripts/create_speech_encoder_decoder.py (it sets decoder_start/pad/eos ids from the decoder)."
+            )
+    return model
+
+
+def freeze(model: PreTrainedModel, *, feature_encoder: bool, encoder: bool) -> None:
+    """Freeze the convolutional front end and/or the whole encoder (an encoder adapter keeps training)."""
+    if feature_encoder:
+        if hasattr(model, "freeze_feature_encoder"):
+            model.freeze_feature_encoder()
+        else:
+            logger.info(
+                "%s has no separate feature encoder; --freeze_feature_encoder has no effect "
+                "(--freeze_encoder freezes the whole encoder).",
+                model.config.model_type,
+            )
+    if encoder:
+        if hasattr(model, "freeze_encoder"):
+            model.freeze_encoder()
+        else:
+            model.get_encoder().requires_grad_(False)
+        adapter = getattr(model.get_encoder(), "adapter", None)
+        if adapter is not None:
+            adapter.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("Trainable parameters: %d of %d (%.1f%%).", trainable, total, 100 * trainable / max(total, 1))
+
+
+def whisper_language_code(language: str) -> str:
+    """'Hindi', 'hindi', 'hi' or '<|hi|>' -> 'hi'; an unknown language is an error listing some valid ones."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = language.strip().lower().removeprefix("<|").removesuffix("|>")
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise ValueError(
+        f"--language {language!r} is not a Whisper language. Use a name or code, e.g. english/en, hindi/hi, "
+        f"german/de (all {len(LANGUAGES)}: {', '.join(sorted(LANGUAGES))})."
+    )
+
+
+def set_language_and_task(
+    model: PreTrainedModel, tokenizer: Any, language: str | None, task: str, model_name: str
+) -> str | None:
+    """Make training labels and generation start with the same Whisper prefix: <|sot|> <|lang|> <|task|> ...
+
+    Sets the tokenizer's prefix tokens (labels) and ``model.generation_config`` language/task (evaluation, and the
+    saved model the pipeline uses), and clears the legacy ``forced_decoder_ids`` that would compete with them.
+    Returns the language code (None when not set). Non-Whisper models take neither flag.
+    """
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}: use one of {', '.join(TASKS)}.")
+    if not is_whisper(model.config):
+        if language or task != "transcribe":
+            raise ValueError(
+                f"--language / --task set Whisper's prefix tokens; {model_name} is a {model.config.model_type} "
+                "model without them. Drop these flags (the decoder learns whatever language the transcripts are in)."
+            )
+        return None
+    generation = model.generation_config
+    multilingual = getattr(generation, "is_multilingual", None)
+    if multilingual is None:
+        multilingual = bool(getattr(generation, "lang_to_id", None))
+    if not multilingual:
+        if language or task == "translate":
+            given = f"--language {language}" if language else "--task translate"
+            raise ValueError(
+                f"{model_name} is an English-only Whisper checkpoint: it cannot take {given}. Drop the flag to "
+                "fine-tune it on English, or use a multilingual checkpoint (the same name without '.en')."
+            )
+        return None
+    carried = getattr(generation, "language", None) or getattr(tokenizer, "language", None)
+    code = whisper_language_code(language or carried) if (language or carried) else None
+    if code and tokenizer.convert_tokens_to_ids(f"<|{code}|>") in (None, tokenizer.unk_token_id):
+        raise ValueError(
+            f"The tokenizer of {model_name} has no <|{code}|> token: --language {language or code} is not "
+            "one of this checkpoint's languages."
+        )
+    if code is None:
+        logger.warning(
+            "No --language: labels carry no language token and generation detects the language of each clip. "
+            "Pass --language when the data is in one language."
+        )
+    elif not language:
+        logger.info("No --language: keeping the language %s carries (%s).", model_name, code)
+    # Set the attributes, then rebuild: set_prefix_tokens(language=None) would keep a language set earlier.
+    tokenizer.language, tokenizer.task, tokenizer.predict_timestamps = code, task, False
+    tokenizer.set_prefix_tokens()
+    generation.language = code
+    generation.task = task
+    for holder in (generation, model.config):
+        if getattr(holder, "forced_decoder_ids", None) is not None:
+            holder.forced_decoder_ids = None
+    logger.info("Whisper prefix: %s", " ".join(tokenizer.convert_ids_to_tokens(tokenizer.prefix_tokens)))
+    return code
+
+
+def complete_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:
+    """Give generation the start / pad / eos ids the model config has, so evaluation and the pipeline agree."""
+    generation = model.generation_config
+    for name in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+        if getattr(generation, name, None) is None:
+            setattr(generation, name, getattr(model.config, name, None))
+    if generation.pad_token_id is None:
+        pad = tokenizer.pad_token_id
+        generation.pad_token_id = pad if pad is not None else generation.eos_token_id
+
+
+def decoder_start_token_id(model: PreTrainedModel) -> int:
+    start = getattr(model.generation_config, "decoder_start_token_id", None)
+    return start if start is not None else model.config.decoder_start_token_id
+
+
+def decoder_max_positions(config: Any) -> int | None:
+    """How many label tokens the decoder can take (Whisper: max_target_positions 448; BART: 1024)."""
+    decoder = _decoder_config(config)
+    for name in ("max_target_positions", "max_position_embeddings", "n_positions"):
+        value = getattr(decoder, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def drop_longer_than_window(dataset: datasets.Dataset, feature_extractor: Any, drops: DropCounts) -> datasets.Dataset:
+    """Whisper pads or cuts every clip to 30 s: a longer clip would be trained on with the end cut off."""
+    window = input_window_seconds(feature_extractor)
+    if window is None:
+        return dataset
+    keep = [duration <= window for duration in dataset["duration"]]
+    return drop_rows(dataset, keep, f"longer than the model's {window:g} s input window", drops)
+
+
+def add_labels(
+    dataset: datasets.Dataset, tokenizer: Any, model: PreTrainedModel, drops: DropCounts
+) -> datasets.Dataset:
+    """Add ``labels`` (token ids with the tokenizer's prefix and end tokens) and drop those the decoder cannot take.
+
+    The leading decoder-start token, which the collator strips, does not count towards the limit.
+    """
+    labels = tokenizer(list(dataset["text"])).input_ids
+    dataset = dataset.add_column("labels", labels)
+    limit = decoder_max_positions(model.config)
+    if limit is None:
+        return dataset
+    start = decoder_start_token_id(model)
+    lengths = [len(seq) - (1 if seq and seq[0] == start else 0) for seq in labels]
+    return drop_rows(
+        dataset, [n <= limit for n in lengths], f"transcripts longer than the decoder's {limit} positions", drops
+    )
+
+
+def drop_too_short_for_masking(
+    dataset: datasets.Dataset, model: PreTrainedModel, sampling_rate: int, drops: DropCounts
+) -> datasets.Dataset:
+    """Clips shorter than one SpecAugment time mask crash a wav2vec2-like encoder mid-training: drop them."""
+    encoder_config = _encoder_config(model.config)
+    if is_whisper(model.config) or not getattr(encoder_config, "apply_spec_augment", False):
+        return dataset
+    mask_length = getattr(encoder_config, "mask_time_length", 0)
+    if not (getattr(encoder_config, "mask_time_prob", 0) > 0 and mask_length):
+        return dataset
+    encoder = model.get_encoder()
+    samples = torch.as_tensor([round(d * sampling_rate) for d in dataset["duration"]], dtype=torch.long)
+    try:
+        frames = encoder._get_feat_extract_output_lengths(samples, add_adapter=False)
+    except TypeError:
+        frames = encoder._get_feat_extract_output_lengths(samples)
+    keep = [int(n) >= mask_length for n in frames]
+    return drop_rows(dataset, keep, f"shorter than --mask_time_length ({mask_length} frames)", drops)
+
+
+def unrepresentable_characters(texts: Sequence[str], labels: Sequence[Sequence[int]], tokenizer: Any) -> Counter:
+    """Characters of the transcripts that do not survive tokenize -> decode (the tokenizer maps them to unknown)."""
+    counts: Counter[str] = Counter()
+    decoded = tokenizer.batch_decode([list(seq) for seq in labels], skip_special_tokens=True)
+    for text, back in zip(texts, decoded, strict=True):
+        if text != back.strip():
+            counts.update(Counter(text) - Counter(back))
+    counts.pop(" ", None)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+class Seq2SeqMetrics(TranscriptMetrics):
+    """``compute_metrics`` on generated ids: decoded without special tokens, normalised like the references."""
+
+    empty_hint = "the model ends every sequence at once"
+
+    def __init__(
+        self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str], normalizer: TextNormalizer
+    ) -> None:
+        super().__init__(references, metrics)
+        self.tokenizer = tokenizer
+        self.normalizer = normalizer
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        texts = self.tokenizer.batch_decode(valid_ids(ids, pad), skip_special_tokens=True)
+        return self.normalizer.batch(texts)
