@@ -8,6 +8,7 @@ Accepts the command lines of transformers' run_speech_recognition_seq2seq.py; se
 from __future__ import annotations
 
 import logging
+import sys
 
 from transformers import set_seed
 
@@ -17,8 +18,7 @@ from asr_finetune.backends import (
     adapt_training_arguments,
     describe_world,
     prepare_launch_environment,
-    trainer_class,
-    training_arguments_class,
+    select_backend,
 )
 from asr_finetune.batching import Seq2SeqCollator
 from asr_finetune.checkpoints import resolve_resume
@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments and environment
     setup_logging()
     prepare_launch_environment()
+    argv = sys.argv[1:] if argv is None else argv
+    backend = select_backend(argv, seq2seq=True)
     model_args, data_args, batching_args, training_args = parse_args(
-        (Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, training_arguments_class(seq2seq=True)), argv
+        (Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, backend.arguments_class), argv
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         decoder_start_token_id=seq2seq.decoder_start_token_id(model),
         input_seconds=seq2seq.input_window_seconds(feature_extractor),
     )
-    trainer = trainer_class(seq2seq=True)(
+    trainer = backend.trainer_class(
         model=model,
         args=training_args,
         data_collator=collator,

@@ -377,3 +377,39 @@ def test_whisper_language_names_and_codes() -> None:
     assert seq2seq.whisper_language_code("<|de|>") == "de"
     with pytest.raises(ValueError, match="not a Whisper language"):
         seq2seq.whisper_language_code("xx")
+
+
+def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path) -> None:
+    """Both ranks in one world; every eval utterance generated and scored once; rank 0 writes the output."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "torchrun"
+    args = seq2seq_args(
+        warm_started, corpus, out, "--do_train", "--do_eval", "--max_steps", "2", "--train_split_name", "train"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29631",
+            str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("World: 2 process(es)") == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(0.5)  # 2 steps x 4 x 2 processes of 32 training clips
+    rows = predictions(out)
+    assert len(rows) == 8 and len({row["id"] for row in rows}) == 8
