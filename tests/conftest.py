@@ -45,3 +45,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def speech_wav(corpus: Path) -> Path:
     """One real 22.05 kHz mono espeak clip."""
     return sorted((corpus / "train").glob("*.wav"))[0]
+
+
+def free_port() -> str:
+    """A TCP port nothing listens on now, for a test's torch.distributed rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])

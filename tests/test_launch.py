@@ -9,7 +9,7 @@ import pytest
 
 from asr_finetune.launch import launch_plan
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 CTC = str(REPO / "scripts" / "run_speech_recognition_ctc.py")
 SPAWN = str(REPO / "scripts" / "gaudi_spawn.py")
@@ -71,7 +71,7 @@ def test_torchrun_two_processes(tiny_model: Path, corpus: Path, tmp_path: Path) 
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29611",
+            free_port(),
             CTC,
             *ctc_args(tiny_model, corpus, out),
         ]
@@ -89,7 +89,7 @@ def test_legacy_distributed_launch_passes_local_rank(tiny_model: Path, corpus: P
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29612",
+            free_port(),
             CTC,
             *ctc_args(tiny_model, corpus, out),
         ]
@@ -107,7 +107,7 @@ def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path)
             "2",
             "--use_mpi",
             "--master_port",
-            "29613",
+            free_port(),
             CTC,
             *ctc_args(tiny_model, corpus, out),
         ]
@@ -119,7 +119,16 @@ def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path)
 def test_gaudi_spawn_over_torchrun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "spawn-torchrun"
     proc = run(
-        [sys.executable, SPAWN, "--world_size", "2", "--master_port", "29614", CTC, *ctc_args(tiny_model, corpus, out)]
+        [
+            sys.executable,
+            SPAWN,
+            "--world_size",
+            "2",
+            "--master_port",
+            free_port(),
+            CTC,
+            *ctc_args(tiny_model, corpus, out),
+        ]
     )
     assert "torch.distributed.run --nproc_per_node 2" in proc.stdout
     check_two_process_run(proc, out)

@@ -384,7 +384,7 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, free_port
 
     out = tmp_path / "torchrun"
     args = seq2seq_args(
@@ -398,7 +398,7 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29631",
+            free_port(),
             str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"),
             *args,
         ],
