@@ -68,11 +68,17 @@ BART_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
 def train_byte_level_bpe(
-    texts: Iterable[str], output_dir: str | Path, vocab_size: int, special_tokens: Sequence[str] = ()
+    texts: Iterable[str],
+    output_dir: str | Path,
+    vocab_size: int,
+    special_tokens: Sequence[str] = (),
+    added_tokens: Sequence[str] = (),
 ) -> Path:
-    """Train a byte-level BPE (the GPT-2 / BART / Whisper kind) on ``texts``; writes vocab.json and merges.txt.
+    """Train a byte-level BPE (the GPT-2 / BART / Whisper kind) on ``texts``; writes vocab.json and merges.txt
+    (and tokenizer.json when there are ``added_tokens``).
 
-    ``special_tokens`` take the first ids, in order. Every byte is in the alphabet, so no text is unknown.
+    ``special_tokens`` take the first ids, ``added_tokens`` (special too) the ids after the learned vocabulary,
+    in order. Every byte is in the alphabet, so no text is unknown.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -86,9 +92,12 @@ def train_byte_level_bpe(
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(texts), trainer)
+    tokenizer.add_special_tokens(list(added_tokens))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.model.save(str(output_dir))
+    if added_tokens:  # vocab.json + merges.txt cannot hold them; transformers then reads tokenizer.json
+        tokenizer.save(str(output_dir / "tokenizer.json"))
     return output_dir
 
 
@@ -187,7 +196,8 @@ def save_tiny_whisper(
         WhisperProcessor,
     )
 
-    output_dir = train_byte_level_bpe(texts, output_dir, vocab_size)
+    # The special tokens exist before the tokenizer class is built: Whisper's looks up its prefix tokens in __init__.
+    output_dir = train_byte_level_bpe(texts, output_dir, vocab_size, added_tokens=whisper_special_tokens())
     tokenizer = _load_trained_tokenizer(output_dir, "WhisperTokenizer", model_max_length=max_target_positions)
     tokenizer.add_special_tokens({"additional_special_tokens": whisper_special_tokens()})
     tokenizer.pad_token = "<|endoftext|>"
