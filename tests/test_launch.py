@@ -61,39 +61,14 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def test_torchrun_two_processes(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
-    out = tmp_path / "torchrun"
-    proc = run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            free_port(),
-            CTC,
-            *ctc_args(tiny_model, corpus, out),
-        ]
-    )
-    check_two_process_run(proc, out)
-
-
-def test_legacy_distributed_launch_passes_local_rank(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
-    out = tmp_path / "launch"
-    proc = run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.launch",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            free_port(),
-            CTC,
-            *ctc_args(tiny_model, corpus, out),
-        ]
-    )
+# torch.distributed.launch is the seed recipes' legacy launcher: it passes --local-rank to the script.
+@pytest.mark.parametrize("launcher", ["torch.distributed.run", "torch.distributed.launch"])
+def test_torchrun_and_legacy_launch_two_processes(
+    launcher: str, tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / launcher
+    command = [sys.executable, "-m", launcher, "--nproc_per_node", "2", "--master_port", free_port(), CTC]
+    proc = run(command + ctc_args(tiny_model, corpus, out))
     check_two_process_run(proc, out)
 
 
