@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v mpirun >/dev/null; then
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v mpirun >/dev/null \
+   || ! dpkg -s libsox-fmt-mp3 >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin >/dev/null
