@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoder_layerdrop", type=float, default=0.0)
     parser.add_argument("--max_length", type=int, default=200, help="generation: most tokens per transcript")
     parser.add_argument("--num_beams", type=int, default=5, help="generation: beam size")
+    parser.add_argument("--seed", type=int, default=0, help="for the weights that start random (adapter, ...)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         num_beams=args.num_beams,
         feature_extractor_name=args.feature_extractor_name,
         tokenizer_name=args.tokenizer_name,
+        seed=args.seed,
     )
     total = sum(p.numel() for p in model.parameters())
     print(f"Saved {args.encoder} + {args.decoder} ({total / 1e6:.2f}M parameters) to {args.output_dir}")

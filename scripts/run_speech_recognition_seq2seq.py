@@ -12,7 +12,7 @@ import sys
 
 from transformers import set_seed
 
-from asr_finetune import seq2seq
+from asr_finetune import joint_ctc, seq2seq
 from asr_finetune.args import BatchingArguments, Seq2SeqDataArguments, Seq2SeqModelArguments, parse_args
 from asr_finetune.backends import (
     adapt_training_arguments,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     normalizer = TextNormalizer(case="lower" if data_args.do_lower_case else "keep")
 
-    # 3. Model: SpecAugment, frozen parts, Whisper language/task prefix shared by labels and generation
+    # 3. Model: SpecAugment, frozen parts, joint CTC head, Whisper language/task prefix shared by labels and generation
     set_seed(training_args.seed)
     model = seq2seq.load_seq2seq_model(
         model_args.model_name_or_path,
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
         **pretrained,
     )
     seq2seq.freeze(model, feature_encoder=model_args.freeze_feature_encoder, encoder=model_args.freeze_encoder)
+    if model_args.ctc_weight:
+        joint_ctc.attach_ctc_head(model, model_args.ctc_weight, seed=training_args.seed)
     language = seq2seq.set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     seq2seq.complete_generation_config(model, tokenizer)
 

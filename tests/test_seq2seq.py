@@ -171,6 +171,71 @@ def test_language_flag_on_a_non_whisper_model_is_an_error(warm_started: Path, co
         main(seq2seq_args(warm_started, corpus, tmp_path / "x", "--do_train", "--language", "german"))
 
 
+def test_joint_ctc_loss_is_logged_and_the_head_stays_out_of_the_saved_model(
+    warm_started: Path, corpus: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from safetensors import safe_open
+
+    def keys(path: Path) -> set[str]:
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            return set(f.keys())
+
+    def head(path: Path) -> np.ndarray:
+        with safe_open(str(path / "model.safetensors"), "np") as f:
+            return f.get_tensor("ctc_head.proj.weight")
+
+    out = tmp_path / "joint"
+    args = seq2seq_args(warm_started, corpus, out, "--do_train", "--max_steps", "8", "--save_steps", "2",
+                        "--ctc_weight", "0.4", "--lr_scheduler_type", "constant")  # fmt: skip
+    main(args)
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(logged) == 8
+    for entry in logged:
+        assert entry["loss"] == pytest.approx(0.4 * entry["ctc_loss"] + 0.6 * entry["attention_loss"], rel=2e-3)
+    assert logged[-1]["ctc_loss"] < logged[0]["ctc_loss"]
+    assert any(key.startswith("ctc_head.") for key in keys(out / "checkpoint-8"))
+    assert not any(key.startswith("ctc_head.") for key in keys(out))
+    _, info = AutoModelForSpeechSeq2Seq.from_pretrained(str(out), output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+
+    # Interrupted after step 6: the rerun resumes with checkpoint-6's head and ends where the first run did.
+    uninterrupted = head(out / "checkpoint-8")
+    shutil.rmtree(out / "checkpoint-8")
+    main(args)
+    resumed = head(out / "checkpoint-8")
+    assert not np.allclose(head(out / "checkpoint-6"), uninterrupted)
+    np.testing.assert_allclose(resumed, uninterrupted, atol=1e-4)
+
+
+def test_joint_ctc_targets_leave_out_special_tokens_and_padding(warm_started: Path) -> None:
+    import torch
+    from torch.nn import functional as F
+
+    from asr_finetune import joint_ctc
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(str(warm_started))
+    head = joint_ctc.attach_ctc_head(model, 0.3)
+    eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    labels = torch.tensor([[5, 6, eos, -100], [7, eos, -100, -100]])
+    states = torch.randn(2, 9, head.proj.in_features)
+    with torch.no_grad():
+        got = joint_ctc.ctc_loss(model, head, states, None, labels, torch.tensor([eos, pad]))
+    expected = F.ctc_loss(
+        head(states).transpose(0, 1), torch.tensor([5, 6, 7]), torch.tensor([9, 9]), torch.tensor([2, 1]), blank=pad
+    )
+    assert got.item() == pytest.approx(expected.item())
+
+
+def test_joint_ctc_is_refused_where_it_cannot_work(tiny_whisper: Path, corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="warm-started encoder-decoder"):
+        main(seq2seq_args(tiny_whisper, corpus, tmp_path / "w", "--do_train", "--ctc_weight", "0.3"))
+    with pytest.raises(ValueError, match="--ctc_weight 1.0"):
+        parse_args((Seq2SeqModelArguments,), ["--model_name_or_path", "x", "--ctc_weight", "1.0"])
+
+
 # ---------------------------------------------------------------------------------------------- whisper
 
 

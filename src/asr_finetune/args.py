@@ -339,8 +339,17 @@ class Seq2SeqModelArguments:
             "with the mask settings of the model's config."
         },
     )
+    ctc_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Joint CTC-attention training of a warm-started encoder-decoder: weight of a CTC loss on the "
+            "encoder output (0.3 is usual; 0 = off). The CTC head trains only; the saved model does not carry it."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ctc_weight < 1:
+            raise ValueError(f"--ctc_weight {self.ctc_weight}: use a value in [0, 1) (0.3 is usual; 0 = off).")
         if not self.model_name_or_path and not self.config_name:
             raise ValueError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
 

@@ -17,6 +17,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .batching import STAT_KEYS
 from .ctc import CTCEvalMixin
+from .joint_ctc import JointCTCMixin
 from .throughput import ThroughputMeter
 
 MPI_ENV = {
@@ -159,8 +160,8 @@ class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
     """Trainer for CTC models."""
 
 
-class SpeechSeq2SeqTrainer(SpeechSamplingMixin, Seq2SeqTrainer):
-    """Trainer for encoder-decoder models (generation in evaluation)."""
+class SpeechSeq2SeqTrainer(JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
+    """Trainer for encoder-decoder models (generation in evaluation, optional joint CTC loss)."""
 
 
 def training_arguments_class(seq2seq: bool = False) -> type:
@@ -250,6 +251,6 @@ def select_backend(argv: Sequence[str], seq2seq: bool = False) -> Backend:
     base, arguments = (
         (GaudiSeq2SeqTrainer, GaudiSeq2SeqTrainingArguments) if seq2seq else (GaudiTrainer, GaudiTrainingArguments)
     )
-    mixins = (SpeechSamplingMixin,) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    mixins = (JointCTCMixin, SpeechSamplingMixin) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
     trainer = type(f"Speech{base.__name__}", (*mixins, base), {})
     return Backend("habana", arguments, trainer)

@@ -109,11 +109,12 @@ def create_speech_encoder_decoder(
     num_beams: int = 5,
     feature_extractor_name: str | None = None,
     tokenizer_name: str | None = None,
+    seed: int = 0,
 ) -> SpeechEncoderDecoderModel:
     """Join a pretrained speech encoder and text decoder into one model and save it with its processor.
 
-    The cross-attention (and an adapter / projection where sizes differ) start random. The saved dir loads with
-    ``--model_name_or_path`` like any seq2seq checkpoint.
+    The cross-attention (and an adapter / projection where sizes differ) start random, from ``seed``. The saved
+    dir loads with ``--model_name_or_path`` like any seq2seq checkpoint.
     """
     feature_extractor = load_feature_extractor(feature_extractor_name or encoder)
     tokenizer = load_tokenizer(tokenizer_name or decoder)
@@ -122,6 +123,7 @@ def create_speech_encoder_decoder(
     decoder_config = AutoConfig.from_pretrained(decoder)
     decoder_config.is_decoder = True
     decoder_config.add_cross_attention = True
+    torch.manual_seed(seed)
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         encoder,
         decoder,
