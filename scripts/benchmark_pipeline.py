@@ -4,8 +4,8 @@
 Builds a corpus with a long-tailed duration spread from real espeak-ng speech (short clips concatenated),
 then prints one table measured in one run, side by side:
 
-    python scripts/benchmark_pipeline.py --work_dir /tmp/bench            # ~10 minutes on 2 cores
-    python scripts/benchmark_pipeline.py --work_dir /tmp/bench --quick    # ~3 minutes
+    python scripts/benchmark_pipeline.py --work_dir /tmp/bench            # ~4 minutes on 2 cores
+    python scripts/benchmark_pipeline.py --work_dir /tmp/bench --quick    # 300 utterances, 20 steps
 """
 
 from __future__ import annotations
