@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     seq2seq.freeze(model, feature_encoder=model_args.freeze_feature_encoder, encoder=model_args.freeze_encoder)
     if model_args.ctc_weight:
-        joint_ctc.attach_ctc_head(model, model_args.ctc_weight, seed=training_args.seed)
+        joint_ctc.attach_ctc_head(model, model_args.ctc_weight, tokenizer.all_special_ids, seed=training_args.seed)
     language = seq2seq.set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     seq2seq.complete_generation_config(model, tokenizer)
 

@@ -217,12 +217,12 @@ def test_joint_ctc_targets_leave_out_special_tokens_and_padding(warm_started: Pa
     from asr_finetune import joint_ctc
 
     model = AutoModelForSpeechSeq2Seq.from_pretrained(str(warm_started))
-    head = joint_ctc.attach_ctc_head(model, 0.3)
     eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    head = joint_ctc.attach_ctc_head(model, 0.3, [eos, pad])
     labels = torch.tensor([[5, 6, eos, -100], [7, eos, -100, -100]])
     states = torch.randn(2, 9, head.proj.in_features)
     with torch.no_grad():
-        got = joint_ctc.ctc_loss(model, head, states, None, labels, torch.tensor([eos, pad]))
+        got = joint_ctc.ctc_loss(model, head, states, None, labels)
     expected = F.ctc_loss(
         head(states).transpose(0, 1), torch.tensor([5, 6, 7]), torch.tensor([9, 9]), torch.tensor([2, 1]), blank=pad
     )
@@ -444,8 +444,11 @@ def test_whisper_language_names_and_codes() -> None:
         seq2seq.whisper_language_code("xx")
 
 
-def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path) -> None:
-    """Both ranks in one world; every eval utterance generated and scored once; rank 0 writes the output."""
+@pytest.mark.parametrize("joint", [[], ["--ctc_weight", "0.3"]], ids=["plain", "joint-ctc"])
+def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path, joint: list[str]) -> None:
+    """Both ranks in one world; every eval utterance generated and scored once; rank 0 writes the output.
+
+    With joint CTC the head trains inside the model's forward, which DDP requires."""
     import subprocess
     import sys
 
@@ -453,7 +456,7 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
 
     out = tmp_path / "torchrun"
     args = seq2seq_args(
-        warm_started, corpus, out, "--do_train", "--do_eval", "--max_steps", "2", "--train_split_name", "train"
+        warm_started, corpus, out, "--do_train", "--do_eval", "--max_steps", "2", "--train_split_name", "train", *joint
     )
     proc = subprocess.run(
         [
@@ -478,3 +481,5 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
     assert state["epoch"] == pytest.approx(0.5)  # 2 steps x 4 x 2 processes of 32 training clips
     rows = predictions(out)
     assert len(rows) == 8 and len({row["id"] for row in rows}) == 8
+    if joint:
+        assert all("ctc_loss" in entry for entry in state["log_history"] if "loss" in entry)

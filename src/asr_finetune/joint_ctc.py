@@ -4,12 +4,14 @@ A linear CTC head on the encoder output, over the decoder's own token vocabulary
 ``ctc_weight * CTC + (1 - ctc_weight) * cross-entropy`` to the loss. CTC forces the encoder output to line up
 with the transcript monotonically, which the cross-attention then finds in hundreds of steps instead of
 thousands (Kim, Hori & Watanabe 2017). The head only trains: generation, the saved model and ``pipeline`` use
-the plain encoder-decoder. Checkpoints keep the head so a resumed run continues with it.
+the plain encoder-decoder. Checkpoints keep the head so a resumed run continues with it. The CTC term joins the
+model's loss inside its forward, so DDP (torchrun) sees the head as part of the model.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -27,17 +29,37 @@ class CTCHead(nn.Module):
 
     The states are layer-normalised first: CTC then cannot sharpen its posteriors by inflating the encoder
     output, which would saturate the decoder's cross-attention (measured on the demo: output norm 5 -> 100).
+    Also keeps the (CTC, attention) losses of the training forwards for the log.
     """
 
-    def __init__(self, hidden_size: int, vocab_size: int, blank_id: int, weight: float) -> None:
+    def __init__(
+        self, hidden_size: int, vocab_size: int, blank_id: int, weight: float, special_ids: Sequence[int]
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size)
         self.proj = nn.Linear(hidden_size, vocab_size)
         self.blank_id = blank_id
         self.weight = weight
+        self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids)), dtype=torch.long), persistent=False)
+        self._sums: torch.Tensor | None = None
+        self._count = 0
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.proj(self.norm(hidden_states)).float(), dim=-1)
+
+    def record(self, ctc: torch.Tensor, attention: torch.Tensor) -> None:
+        # Kept on the device: a float() here would wait for the GPU on every micro-batch.
+        pair = torch.stack([ctc.detach(), attention.detach().float()])
+        self._sums = pair if self._sums is None else self._sums + pair
+        self._count += 1
+
+    def take_means(self) -> torch.Tensor | None:
+        """Mean (CTC, attention) loss of the training forwards since the last call; None when there were none."""
+        if not self._count:
+            return None
+        means = self._sums / self._count
+        self._sums, self._count = None, 0
+        return means
 
 
 def _encoder_output_size(encoder_config: Any) -> int:
@@ -46,11 +68,13 @@ def _encoder_output_size(encoder_config: Any) -> int:
     return encoder_config.hidden_size
 
 
-def attach_ctc_head(model: PreTrainedModel, weight: float, seed: int = 0) -> CTCHead:
+def attach_ctc_head(model: PreTrainedModel, weight: float, special_ids: Sequence[int], seed: int = 0) -> CTCHead:
     """Add a CTC head (random, seeded) to a warm-started encoder-decoder; resuming a checkpoint restores it.
 
-    Refused for models whose encoder output length cannot be derived from the input (Whisper pads every clip
-    to 30 s) and for weights outside (0, 1).
+    The head's loss joins the model's own in its forward (a hook), so DDP sees the head as part of the model.
+    ``special_ids``: the tokenizer's special tokens, left out of the CTC targets. Refused for models whose
+    encoder output length cannot be derived from the input (Whisper pads every clip to 30 s) and for weights
+    outside (0, 1).
     """
     if not 0 < weight < 1:
         raise ValueError(f"--ctc_weight {weight}: use a value between 0 and 1 (0.3 is usual), or 0 to turn it off.")
@@ -65,14 +89,29 @@ def attach_ctc_head(model: PreTrainedModel, weight: float, seed: int = 0) -> CTC
     blank = model.config.pad_token_id
     vocab = model.config.decoder.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    head = CTCHead(_encoder_output_size(model.config.encoder), vocab, blank, weight)
+    head = CTCHead(_encoder_output_size(model.config.encoder), vocab, blank, weight, special_ids)
     with torch.no_grad():
         bound = head.proj.in_features**-0.5
         head.proj.weight.uniform_(-bound, bound, generator=generator)
         head.proj.bias.zero_()
     model.add_module(HEAD, head)
+    model.register_forward_hook(_add_ctc_loss, with_kwargs=True)
     logger.info("Joint CTC-attention training: CTC weight %.2f, %d tokens, blank = pad (%d).", weight, vocab, blank)
     return head
+
+
+def _add_ctc_loss(model: nn.Module, args: tuple, kwargs: dict[str, Any], outputs: Any) -> Any:
+    """Forward hook: with labels, the model's loss becomes ``weight * CTC + (1 - weight) * cross-entropy``."""
+    labels = kwargs.get("labels")
+    head = getattr(model, HEAD, None)
+    if head is None or labels is None or getattr(outputs, "loss", None) is None:
+        return outputs
+    attention = outputs.loss
+    ctc = ctc_loss(model, head, outputs.encoder_last_hidden_state, kwargs.get("attention_mask"), labels)
+    outputs.loss = head.weight * ctc + (1 - head.weight) * attention
+    if model.training:
+        head.record(ctc, attention)
+    return outputs
 
 
 def ctc_loss(
@@ -81,7 +120,6 @@ def ctc_loss(
     encoder_states: torch.Tensor,
     attention_mask: torch.Tensor | None,
     labels: torch.Tensor,
-    special_ids: torch.Tensor,
 ) -> torch.Tensor:
     """CTC of the decoder's label tokens (special tokens and -100 padding left out) on the encoder output."""
     batch, frames = encoder_states.shape[:2]
@@ -90,10 +128,11 @@ def ctc_loss(
         input_lengths = mask.sum(-1).long()
     else:
         input_lengths = torch.full((batch,), frames, dtype=torch.long, device=encoder_states.device)
-    keep = (labels >= 0) & ~torch.isin(labels, special_ids.to(labels.device))
+    keep = (labels >= 0) & ~torch.isin(labels, head.special_ids.to(labels.device))
     targets = labels[keep]
     target_lengths = keep.sum(-1)
     log_probs = head(encoder_states).transpose(0, 1)
+    # cuDNN's CTC takes only blank 0 and int32 targets on the CPU; the native kernel takes any blank.
     with torch.backends.cudnn.flags(enabled=False):
         return F.ctc_loss(
             log_probs,
@@ -107,45 +146,15 @@ def ctc_loss(
 
 
 class JointCTCMixin:
-    """Trainer mixin: adds the CTC term when the model carries a :class:`CTCHead`, logs both losses."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._joint_sums = {"ctc_loss": 0.0, "attention_loss": 0.0, "count": 0}
-        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        self._special_ids = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []))), dtype=torch.long)
-
-    def compute_loss(
-        self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
-    ) -> Any:
-        head = getattr(self.model, HEAD, None)
-        if head is None or "labels" not in inputs:
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
-        outputs = model(**inputs)
-        attention = outputs.loss
-        ctc = ctc_loss(
-            self.model,
-            head,
-            outputs.encoder_last_hidden_state,
-            inputs.get("attention_mask"),
-            inputs["labels"],
-            self._special_ids,
-        )
-        loss = head.weight * ctc + (1 - head.weight) * attention
-        if model.training:
-            self._joint_sums["ctc_loss"] += float(ctc.detach())
-            self._joint_sums["attention_loss"] += float(attention.detach())
-            self._joint_sums["count"] += 1
-        return (loss, outputs) if return_outputs else loss
+    """Trainer mixin for a model carrying a :class:`CTCHead`: logs both losses, saves the final model without it."""
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        count = self._joint_sums["count"]
-        if "loss" in logs and count:
-            logs["ctc_loss"] = round(self._joint_sums["ctc_loss"] / count, 4)
-            logs["attention_loss"] = round(self._joint_sums["attention_loss"] / count, 4)
-            self._joint_sums = {"ctc_loss": 0.0, "attention_loss": 0.0, "count": 0}
+        head = getattr(self.model, HEAD, None)
+        means = head.take_means() if head is not None and "loss" in logs else None
+        if means is not None:
+            if self.args.world_size > 1:  # like the logged loss: the mean over processes
+                means = self.accelerator.reduce(means, "mean")
+            logs["ctc_loss"], logs["attention_loss"] = (round(value, 4) for value in means.tolist())
         super().log(logs, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
