@@ -75,6 +75,34 @@ def decode_speed(paths: list[str]) -> tuple[float, float]:
     return decode, header_seconds / (time.perf_counter() - started)
 
 
+def start_up_check_speed(paths: list[str]) -> dict[str, float]:
+    """Seconds of audio checked per second by each --audio_check level (one core), as multiples of real time."""
+    seconds = sum(audio_info(path).duration for path in paths)
+    speeds = {}
+    for level, check in (
+        ("header", lambda path: audio_info(path)),
+        ("tail", lambda path: audio_info(path, check_tail=True)),
+        ("full", lambda path: load_audio(path, audio_info(path).sampling_rate)),
+    ):
+        started = time.perf_counter()
+        for path in paths:
+            check(path)
+        speeds[level] = seconds / (time.perf_counter() - started)
+    return speeds
+
+
+def flac_copies(paths: list[str], out_dir: Path) -> list[str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in paths:
+        target = out_dir / (Path(path).stem + ".flac")
+        if not target.exists():
+            samples, rate = sf.read(path, dtype="float32")
+            sf.write(target, samples, rate)
+        copies.append(str(target))
+    return copies
+
+
 def padding_fraction(durations: list[float], batches: list[list[int]]) -> float:
     real = sum(durations[i] for batch in batches for i in batch)
     padded = sum(len(batch) * max(durations[i] for i in batch) for batch in batches)
@@ -167,6 +195,7 @@ def main() -> None:
     paths = [row["audio"] for row in rows]
     durations = [audio_info(path).duration for path in paths]
     decode_x, header_x = decode_speed(paths)
+    checks = {"wav": start_up_check_speed(paths), "flac": start_up_check_speed(flac_copies(paths, work / "flac"))}
     padding = static_padding(durations, args.batch_size, args.seed)
 
     results = {}
@@ -185,6 +214,12 @@ def main() -> None:
     )
     print(f"decode+resample (soundfile + soxr, 22.05->16 kHz, one core): {decode_x:,.0f}x real time")
     print(f"header read (duration only):                                 {header_x:,.0f}x real time\n")
+    print("| start-up check (--audio_check), one core | header | tail (default) | full |")
+    print("| --- | --- | --- | --- |")
+    for kind, speeds in checks.items():
+        print(f"| {kind} | " + " | ".join(f"{speeds[level]:,.0f}x real time" for level in ("header", "tail", "full"))
+              + " |")
+    print()
     print(
         f"| batching ({args.batch_size} per batch; buckets: {BUDGET:.0f} s padded; {args.steps} steps) "
         "| padding (whole epoch) | padding (trained) "

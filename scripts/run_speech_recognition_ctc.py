@@ -13,11 +13,11 @@ from transformers import Wav2Vec2Processor, set_seed
 
 from asr_finetune import ctc
 from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
-from asr_finetune.backends import adapt_training_arguments, describe_world, prepare_launch_environment, select_backend
+from asr_finetune.backends import adapt_training_arguments, select_backend
 from asr_finetune.batching import CTCCollator
-from asr_finetune.checkpoints import resolve_resume
-from asr_finetune.data import DataError
+from asr_finetune.errors import DataError
 from asr_finetune.features import SpeechDataset
+from asr_finetune.launch import prepare_launch_environment
 from asr_finetune.logs import setup_logging
 from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor, use_mean_loss
 from asr_finetune.outputs import write_model_card
@@ -26,15 +26,20 @@ from asr_finetune.run import (
     evaluation_requested,
     load_splits,
     log_splits,
+    prepare_run,
+    require_rows,
     run_cli,
     train_and_save,
     write_data_report,
 )
+from asr_finetune.run_lock import releases_output_dir
+from asr_finetune.text import resolve_text_language
 from asr_finetune.vocab import VOCAB_FILE, format_missing, missing_characters
 
 logger = logging.getLogger("run_speech_recognition_ctc")
 
 
+@releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments and environment
     setup_logging()
@@ -46,13 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
-    logger.warning(describe_world(training_args))
     run_eval = evaluation_requested(training_args)
-    resume = (
-        resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
-        if training_args.do_train
-        else None
-    )
+    resume = prepare_run(training_args)
     pretrained = hub_kwargs(
         model_args.cache_dir, model_args.model_revision, data_args.token, data_args.trust_remote_code
     )
@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer, vocab_source = ctc.existing_tokenizer(
         model_args, data_args, training_args.output_dir, resume, pretrained
     )
+    language = resolve_text_language(
+        data_args.text_language,
+        ("--dataset_config_name", data_args.dataset_config_name),
+        ("--phoneme_language", data_args.phoneme_language),
+    )
     normalizer = ctc.normalizer_for(
-        tokenizer, data_args.chars_to_ignore, data_args.do_lower_case, data_args.phoneme_language
+        tokenizer, data_args.chars_to_ignore, data_args.do_lower_case, data_args.phoneme_language, language
     )
 
     # 3. Data: load, check columns and files, normalise text, filter by duration (headers only, no decoding)
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         min_frames = model_args.mask_time_length if name == "train" and model_args.mask_time_prob > 0 else 0
         splits[name] = ctc.add_labels(split, tokenizer, model, sampling_rate, drops[name], min_frames)
     log_splits(splits, drops)
+    require_rows(splits, drops)
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     if training_args.process_index == 0:
         processor.save_pretrained(training_args.output_dir)
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 6. Train
     datasets_ = {
-        name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()
+        name: SpeechDataset(split, feature_extractor, data_args.audio_column_name, data_args.on_bad_row)
+        for name, split in splits.items()
     }
     metrics = ctc.CTCMetrics(tokenizer, splits["eval"]["text"] if "eval" in splits else [], data_args.eval_metrics)
     trainer = backend.trainer_class(
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=metrics,
         preprocess_logits_for_metrics=ctc.argmax_logits,
         batching=batching_args,
+        on_nonfinite_loss=data_args.on_nonfinite_loss,
     )
     results = {}
     if training_args.do_train:
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "vocab": f"{len(tokenizer)} tokens, {vocab_source}",
             },
             metrics={k: v for k, v in results.items() if k.startswith("eval_")},
+            argv=argv,
+            script=__file__,
         )
     return results
 

@@ -14,15 +14,10 @@ from transformers import set_seed
 
 from asr_finetune import joint_ctc, seq2seq
 from asr_finetune.args import BatchingArguments, Seq2SeqDataArguments, Seq2SeqModelArguments, parse_args
-from asr_finetune.backends import (
-    adapt_training_arguments,
-    describe_world,
-    prepare_launch_environment,
-    select_backend,
-)
+from asr_finetune.backends import adapt_training_arguments, select_backend
 from asr_finetune.batching import Seq2SeqCollator
-from asr_finetune.checkpoints import resolve_resume
 from asr_finetune.features import SpeechDataset
+from asr_finetune.launch import prepare_launch_environment
 from asr_finetune.logs import setup_logging
 from asr_finetune.modeling import hub_kwargs, load_feature_extractor
 from asr_finetune.outputs import write_model_card
@@ -31,15 +26,19 @@ from asr_finetune.run import (
     evaluation_requested,
     load_splits,
     log_splits,
+    prepare_run,
+    require_rows,
     run_cli,
     train_and_save,
     write_data_report,
 )
-from asr_finetune.text import TextNormalizer
+from asr_finetune.run_lock import releases_output_dir
+from asr_finetune.text import TextNormalizer, resolve_text_language
 
 logger = logging.getLogger("run_speech_recognition_seq2seq")
 
 
+@releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments and environment
     setup_logging()
@@ -51,16 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
-    logger.warning(describe_world(training_args))
     run_eval = evaluation_requested(training_args)
     if run_eval and not training_args.predict_with_generate:
         logger.warning("WER/CER need generated text: evaluating with --predict_with_generate.")
         training_args.predict_with_generate = True
-    resume = (
-        resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
-        if training_args.do_train
-        else None
-    )
+    resume = prepare_run(training_args)
     pretrained = hub_kwargs(
         model_args.cache_dir, model_args.model_revision, data_args.token, data_args.trust_remote_code
     )
@@ -71,7 +65,12 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = seq2seq.load_tokenizer(
         model_args.tokenizer_name or model_name, use_fast=model_args.use_fast_tokenizer, **pretrained
     )
-    normalizer = TextNormalizer(case="lower" if data_args.do_lower_case else "keep")
+    language = resolve_text_language(
+        data_args.text_language,
+        ("--language", data_args.language),
+        ("--dataset_config_name", data_args.dataset_config_name),
+    )
+    normalizer = TextNormalizer(case="lower" if data_args.do_lower_case else "keep", language=language)
 
     # 3. Model: SpecAugment, frozen parts, joint CTC head, Whisper language/task prefix shared by labels and generation
     set_seed(training_args.seed)
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             logger.warning("%s text has characters the tokenizer cannot represent: %s", name, dict(unknown[name]))
         splits[name] = split
     log_splits(splits, drops)
+    require_rows(splits, drops)
     processor = seq2seq.make_processor(feature_extractor, tokenizer)
     if training_args.process_index == 0:
         seq2seq.save_processor(training_args.output_dir, processor, feature_extractor, tokenizer)
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 5. Train
     datasets_ = {
-        name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()
+        name: SpeechDataset(split, feature_extractor, data_args.audio_column_name, data_args.on_bad_row)
+        for name, split in splits.items()
     }
     references = splits["eval"]["text"] if "eval" in splits else []
     metrics = seq2seq.Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer)
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=processor,
         compute_metrics=metrics,
         batching=batching_args,
+        on_nonfinite_loss=data_args.on_nonfinite_loss,
     )
     results = {}
     if training_args.do_train:
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "tokenizer": f"{len(tokenizer)} tokens, {tokenizer_source}",
             },
             metrics={k: v for k, v in results.items() if k.startswith("eval_")},
+            argv=argv,
+            script=__file__,
         )
     return results
 

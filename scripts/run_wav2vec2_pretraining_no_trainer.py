@@ -9,7 +9,6 @@ output directory is a `--model_name_or_path` for run_speech_recognition_ctc.py.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,14 +16,13 @@ from accelerate.utils import set_seed
 
 from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
 from asr_finetune.batching import PretrainingCollator
-from asr_finetune.checkpoints import resolve_resume
-from asr_finetune.data import DataError, SplitConfig
+from asr_finetune.checkpoints import remove_checkpoints, resolve_resume, starts_fresh
+from asr_finetune.data import SplitConfig
 from asr_finetune.features import SpeechDataset
 from asr_finetune.files import write_json
 from asr_finetune.logs import setup_logging
 from asr_finetune.modeling import hub_kwargs, load_feature_extractor
 from asr_finetune.pretraining import (
-    PretrainingConfigError,
     check_pretraining_setup,
     data_report,
     load_pretraining_config,
@@ -32,10 +30,13 @@ from asr_finetune.pretraining import (
     new_pretraining_model,
 )
 from asr_finetune.pretraining_loop import Pretrainer, make_accelerator, push_to_hub
+from asr_finetune.run import check_hub_access, disk_errors, run_cli
+from asr_finetune.run_lock import lock_output_dir, releases_output_dir
 
 logger = logging.getLogger("run_wav2vec2_pretraining_no_trainer")
 
 
+@releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments
     setup_logging()
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("Process %d of %d on %s (%s).", accelerator.process_index, accelerator.num_processes,
                 accelerator.device, accelerator.distributed_type)
     setup_logging(SimpleNamespace(should_log=accelerator.is_main_process))
+    lock_output_dir(args.output_dir, accelerator.is_main_process)
+    check_hub_access(args)
 
     # 4. Data: every (config, split) pair, files checked, filtered by duration from headers, validation held out
     split_config = SplitConfig(
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code,
         num_proc=args.preprocessing_num_workers, overwrite_cache=args.overwrite_cache, on_bad_row=args.on_bad_row,
         min_duration=args.min_duration_in_seconds, max_duration=args.max_duration_in_seconds,
+        audio_check=args.audio_check,
     )
     with accelerator.main_process_first():
         train_rows, eval_rows, drops = load_unlabeled_audio(
@@ -84,14 +88,19 @@ def main(argv: list[str] | None = None) -> dict:
     model = new_pretraining_model(config, args.gradient_checkpointing)
     set_seed(args.seed, device_specific=True)  # each process draws its own masks, negatives and Gumbel noise
     collator = PretrainingCollator(feature_extractor, config, pad_to_multiple_of=args.pad_to_multiple_of)
-    train_dataset = SpeechDataset(train_rows, feature_extractor, args.audio_column_name)
-    eval_dataset = SpeechDataset(eval_rows, feature_extractor, args.audio_column_name) if eval_rows else None
+    train_dataset = SpeechDataset(train_rows, feature_extractor, args.audio_column_name, args.on_bad_row)
+    eval_dataset = (
+        SpeechDataset(eval_rows, feature_extractor, args.audio_column_name, args.on_bad_row) if eval_rows else None
+    )
 
     # 6. Train, resuming from the newest complete checkpoint in output_dir; save model + feature extractor
     resume = resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if resume is None and starts_fresh(args.resume_from_checkpoint) and accelerator.is_main_process:
+        remove_checkpoints(args.output_dir)
     pretrainer = Pretrainer(args, accelerator, model, feature_extractor, collator, train_dataset, eval_dataset,
                             batching=batching)
-    results = pretrainer.train(resume)
+    with disk_errors(args.output_dir):
+        results = pretrainer.train(resume)
 
     # 7. Upload
     if args.push_to_hub and accelerator.is_main_process:
@@ -100,8 +109,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, PretrainingConfigError) as err:
-        logging.getLogger("asr_finetune").error("%s", err)
-        sys.exit(2)
+    run_cli(main)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from transformers import pipeline
 
-from asr_finetune.audio import load_audio
+from asr_finetune.audio import AudioError, load_audio
 
 
 def main() -> None:
@@ -17,9 +18,19 @@ def main() -> None:
     args = parser.parse_args()
     asr = pipeline("automatic-speech-recognition", model=args.model)
     rate = asr.feature_extractor.sampling_rate
+    failed = 0
     for path in args.audio:
-        text = asr({"raw": load_audio(path, rate), "sampling_rate": rate})["text"]
+        try:
+            samples = load_audio(path, rate)
+        except AudioError as err:  # a bad file is reported; the others are still transcribed
+            failed += 1
+            print(f"{path}\tERROR: {err}", file=sys.stderr)
+            continue
+        text = asr({"raw": samples, "sampling_rate": rate})["text"]
         print(f"{path}\t{text}")
+    if failed:
+        print(f"{failed} of {len(args.audio)} file(s) could not be read.", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

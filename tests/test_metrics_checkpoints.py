@@ -1,8 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from asr_finetune.checkpoints import complete_checkpoints, resolve_resume
+from asr_finetune.checkpoints import checkpoint_problem, complete_checkpoints, resolve_resume
 from asr_finetune.metrics import error_rates, utterance_report
 
 
@@ -25,11 +28,28 @@ def test_utterance_report_counts_errors_per_utterance() -> None:
 
 
 def _checkpoint(root: Path, step: int, complete: bool = True) -> Path:
+    """A checkpoint folder with real (tiny) safetensors weights; the state file, written last, only if complete."""
     path = root / f"checkpoint-{step}"
     path.mkdir(parents=True)
+    save_file({"w": torch.ones(4)}, path / "model.safetensors")
     if complete:
-        (path / "trainer_state.json").write_text("{}")
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return path
+
+
+def test_checkpoint_with_cut_weights_or_empty_state_is_incomplete(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 1)
+    cut = _checkpoint(tmp_path, 2)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])
+    empty = _checkpoint(tmp_path, 3)
+    (empty / "trainer_state.json").write_text("")
+    no_weights = _checkpoint(tmp_path, 4)
+    (no_weights / "model.safetensors").unlink()
+    assert checkpoint_problem(cut) == "model.safetensors is cut off"
+    assert checkpoint_problem(empty) == "trainer_state.json is empty or cut off"
+    assert checkpoint_problem(no_weights) == "no model weights"
+    assert complete_checkpoints(tmp_path) == [tmp_path / "checkpoint-1"]
 
 
 def test_half_written_checkpoint_is_never_resumed(tmp_path: Path) -> None:

@@ -241,4 +241,46 @@ def test_two_cpu_processes_train_one_model_with_the_same_loss_scale(
     assert [r["lr"] for r in two] == pytest.approx([r["lr"] for r in one])
     ratio = sum(r["loss"] for r in two) / sum(r["loss"] for r in one)
     assert 0.85 < ratio < 1.15, (two, one)
-    assert (output_dir / "checkpoint-3" / "random_states_1.pkl").is_file(), "each process saves its RNG state"
+    assert (output_dir / "checkpoint-3" / "rng_state_1.pt").is_file(), "each process saves its RNG state"
+
+
+def test_rerun_of_a_finished_pretraining_changes_nothing(
+    pretrained: Path, tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output_dir = tmp_path / "again"
+    shutil.copytree(pretrained, output_dir)
+    before = {name: (output_dir / name).read_bytes() for name in ("model.safetensors", RESULTS_FILE)}
+    with caplog.at_level(logging.WARNING):
+        main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "24", "--saving_steps", "6"))
+    assert "Pretraining is already complete" in caplog.text
+    assert {name: (output_dir / name).read_bytes() for name in before} == before
+
+
+def test_resume_reads_no_pickle_from_the_output_dir(pretrained: Path, tiny_model: Path, corpus: Path,
+                                                    tmp_path: Path) -> None:
+    """A pickle planted in a checkpoint (as accelerate's custom_checkpoint_*.pkl / random_states_*.pkl were) must
+    not run on resume."""
+    import pickle
+
+    output_dir = tmp_path / "planted"
+    shutil.copytree(pretrained, output_dir)
+    (output_dir / "checkpoint-24" / "trainer_state.json").unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint = output_dir / "checkpoint-18"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):
+        (checkpoint / name).write_bytes(pickle.dumps(Payload()))
+    assert not list(pretrained.rglob("*.pkl")), "checkpoints hold no pickle files"
+    main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "20", "--saving_steps", "6"))
+    assert json.loads((output_dir / RESULTS_FILE).read_text())["global_step"] == 20
+    assert not marker.exists()
+    # The files we load with torch.load refuse pickled objects (weights_only=True).
+    (checkpoint / "optimizer.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl"):
+        main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "24", "--saving_steps", "6",
+                              "--resume_from_checkpoint", str(checkpoint)))
+    assert not marker.exists()

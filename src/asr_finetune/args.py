@@ -18,6 +18,9 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from .errors import UsageError
+from .metrics import check_metric_names
+
 logger = logging.getLogger(__name__)
 
 RECIPE_KEY = "_recipe"
@@ -58,9 +61,32 @@ class DataArguments:
     on_bad_row: str = field(
         default="error",
         metadata={
-            "help": "Unreadable/empty audio or empty transcript: 'error' stops at start listing the rows; "
-            "'skip' drops and counts them.",
+            "help": "Unreadable/empty/non-finite audio or empty transcript: 'error' stops (at start, or in the "
+            "loader naming the row); 'skip' drops and counts them.",
             "choices": ["error", "skip"],
+        },
+    )
+    on_nonfinite_loss: str = field(
+        default="stop",
+        metadata={
+            "help": "A training step whose loss or gradients are NaN/inf: 'stop' the run naming the step and its "
+            "clips; 'skip' the step (weights untouched, counted).",
+            "choices": ["stop", "skip"],
+        },
+    )
+    audio_check: str = field(
+        default="tail",
+        metadata={
+            "help": "How much of each file the start-up check reads: 'header'; 'tail' (header + last frames: "
+            "catches truncated files); 'full' (decodes everything: also catches NaN/inf samples).",
+            "choices": ["header", "tail", "full"],
+        },
+    )
+    text_language: str | None = field(
+        default=None,
+        metadata={
+            "help": "Language of the transcripts (e.g. 'tr'), for language-aware lower-casing (Turkish/Azeri "
+            "dotted and dotless i). Default: --dataset_config_name or --phoneme_language when a language code."
         },
     )
 
@@ -124,6 +150,9 @@ class CTCDataArguments(DataArguments):
         default=None, metadata={"help": "Transcribe text to phonemes with espeak (e.g. 'tr', 'en-us')."}
     )
 
+    def __post_init__(self) -> None:
+        check_metric_names(self.eval_metrics)
+
 
 @dataclass
 class CTCModelArguments:
@@ -159,8 +188,7 @@ class CTCModelArguments:
     add_adapter: bool = field(default=False, metadata={"help": "Add an adapter on top of the encoder."})
 
     def __post_init__(self) -> None:
-        if not self.model_name_or_path and not self.config_name:
-            raise ValueError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
+        require_model_or_config(self.model_name_or_path, self.config_name)
 
     def config_overrides(self) -> dict[str, Any]:
         names = (
@@ -174,15 +202,22 @@ class CTCModelArguments:
 # ---------------------------------------------------------------------------------------------- legacy flags
 
 
+def require_model_or_config(model_name_or_path: str | None, config_name: str | None) -> None:
+    if not model_name_or_path and not config_name:
+        raise UsageError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
+
+
 @dataclass(frozen=True)
 class LegacyFlag:
-    """A flag the recipes pass that the installed TrainingArguments no longer has."""
+    """A flag the recipes pass that the installed TrainingArguments no longer has (or, with ``always``, one whose
+    meaning we replace on every transformers version)."""
 
     old: str
     gone_field: str
     translate: Callable[[Any], dict[str, Any]]
     message: str
     is_switch: bool = False
+    always: bool = False
 
 
 def _truthy(value: Any) -> bool:
@@ -213,6 +248,7 @@ LEGACY_FLAGS = (
         "--overwrite_output_dir: starting fresh from the model instead of resuming from checkpoints in output_dir "
         "(same as --resume_from_checkpoint false).",
         is_switch=True,
+        always=True,  # transformers 4.x has the field, but its Trainer would still resume from our checkpoints
     ),
     LegacyFlag(
         "no_cuda",
@@ -232,7 +268,7 @@ LEGACY_FLAGS = (
 
 
 def _active_legacy_flags(training_fields: set[str]) -> dict[str, LegacyFlag]:
-    return {flag.old: flag for flag in LEGACY_FLAGS if flag.gone_field not in training_fields}
+    return {flag.old: flag for flag in LEGACY_FLAGS if flag.always or flag.gone_field not in training_fields}
 
 
 def translate_legacy_dict(config: dict[str, Any], training_fields: set[str]) -> tuple[dict[str, Any], list[str]]:
@@ -287,16 +323,51 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     training_fields = {
         f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)
     }
-    parser = HfArgumentParser(list(dataclass_types))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-        config.pop(RECIPE_KEY, None)
-        config, notes = translate_legacy_dict(config, training_fields)
-        _log_notes(notes)
-        return tuple(parser.parse_dict(config))
-    argv, notes = translate_legacy_argv(argv, training_fields)
-    _log_notes(notes)
-    return tuple(parser.parse_args_into_dataclasses(args=argv))
+    # No abbreviations: argparse would take --learning_rat for --learning_rate (and --do for whichever it likes).
+    parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            config = read_config_file(argv[0])
+            config, notes = translate_legacy_dict(config, training_fields)
+            _log_notes(notes)
+            parsed = tuple(parser.parse_dict(config))
+        else:
+            argv, notes = translate_legacy_argv(argv, training_fields)
+            _log_notes(notes)
+            parsed = tuple(parser.parse_args_into_dataclasses(args=argv))
+    except UsageError:
+        raise
+    except ValueError as err:  # a dataclass's own check, or a value of the wrong type in a .json file
+        raise UsageError(str(err)) from err
+    for group in parsed:
+        check_training_arguments(group)
+    return parsed
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The flags of a ``.json`` config (its ``_recipe`` section removed); an error naming the file if unreadable."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"Cannot read the config file {path}: {err.strerror}.") from err
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}.") from err
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold one JSON object of flag names and values.")
+    config.pop(RECIPE_KEY, None)
+    return config
+
+
+def check_training_arguments(args: Any) -> None:
+    """Refuse settings of (Trainer) TrainingArguments that would silently do something else than asked."""
+    if not hasattr(args, "max_steps") or not hasattr(args, "fp16"):
+        return
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise UsageError(
+            f"--max_steps {args.max_steps}: give a positive number of optimizer steps (or leave it out to train "
+            "for --num_train_epochs)."
+        )
+
 
 
 def _log_notes(notes: list[str]) -> None:
@@ -349,9 +420,8 @@ class Seq2SeqModelArguments:
 
     def __post_init__(self) -> None:
         if not 0 <= self.ctc_weight < 1:
-            raise ValueError(f"--ctc_weight {self.ctc_weight}: use a value in [0, 1) (0.3 is usual; 0 = off).")
-        if not self.model_name_or_path and not self.config_name:
-            raise ValueError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
+            raise UsageError(f"--ctc_weight {self.ctc_weight}: use a value in [0, 1) (0.3 is usual; 0 = off).")
+        require_model_or_config(self.model_name_or_path, self.config_name)
 
 
 @dataclass
@@ -372,6 +442,8 @@ class Seq2SeqDataArguments(DataArguments):
     )
     eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": "Any of: wer cer."})
 
+    def __post_init__(self) -> None:
+        check_metric_names(self.eval_metrics)
 
 
 # ---------------------------------------------------------------------------------------------- pretraining
@@ -409,8 +481,18 @@ class PretrainingArguments:
     )
     on_bad_row: str = field(
         default="error",
-        metadata={"help": "Unreadable/empty audio: 'error' stops at start; 'skip' drops and counts.",
-                  "choices": ["error", "skip"]},
+        metadata={"help": "Unreadable/empty/non-finite audio: 'error' stops (at start, or in the loader naming the "
+                  "row); 'skip' drops and counts.", "choices": ["error", "skip"]},
+    )
+    on_nonfinite_loss: str = field(
+        default="stop",
+        metadata={"help": "A step whose loss or gradients are NaN/inf: 'stop' naming the step and its clips; "
+                  "'skip' it (weights untouched, counted).", "choices": ["stop", "skip"]},
+    )
+    audio_check: str = field(
+        default="tail",
+        metadata={"help": "Start-up check of each file: 'header', 'tail' (catches truncated files) or 'full' "
+                  "(decodes everything: also NaN/inf samples).", "choices": ["header", "tail", "full"]},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow dataset/model code from the Hub."})
     logging_steps: int = field(default=500, metadata={"help": "Log training figures every N optimizer steps."})
@@ -471,19 +553,21 @@ class PretrainingArguments:
 
     def __post_init__(self) -> None:
         if not self.model_name_or_path and not self.config_name:
-            raise ValueError("Pass --model_name_or_path (config + feature extractor) or --config_name.")
+            raise UsageError("Pass --model_name_or_path (config + feature extractor) or --config_name.")
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise UsageError(f"--max_train_steps {self.max_train_steps}: give a positive number of steps.")
         configs = self.dataset_config_names or [None]
         if len(configs) == 1:
             configs = configs * len(self.dataset_split_names)
         if len(configs) != len(self.dataset_split_names):
-            raise ValueError(
+            raise UsageError(
                 f"--dataset_config_names has {len(configs)} entries and --dataset_split_names "
                 f"{len(self.dataset_split_names)}: give one config per split (or a single config for all)."
             )
         self.dataset_config_names = configs
         if not 0 <= self.validation_split_percentage < 100:
-            raise ValueError("--validation_split_percentage must be in 0..99.")
+            raise UsageError("--validation_split_percentage must be in 0..99.")
         if self.min_gumbel_temperature > self.max_gumbel_temperature:
-            raise ValueError("--min_gumbel_temperature is above --max_gumbel_temperature.")
+            raise UsageError("--min_gumbel_temperature is above --max_gumbel_temperature.")
         if self.gradient_accumulation_steps < 1 or self.logging_steps < 1 or self.saving_steps < 1:
-            raise ValueError("--gradient_accumulation_steps, --logging_steps and --saving_steps must be >= 1.")
+            raise UsageError("--gradient_accumulation_steps, --logging_steps and --saving_steps must be >= 1.")

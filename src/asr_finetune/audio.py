@@ -7,6 +7,8 @@ An audio *source* is what a dataset row holds: a file path, a ``{"path", "bytes"
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +38,32 @@ def describe_source(source: AudioSource) -> str:
 
 
 def _open_target(source: AudioSource) -> Any:
-    if isinstance(source, str):
-        return source
-    if isinstance(source, dict):
-        if source.get("bytes") is not None:
-            return io.BytesIO(source["bytes"])
-        if source.get("path"):
-            return source["path"]
-    raise AudioError(f"Audio source {describe_source(source)} has neither a path nor bytes.")
+    if isinstance(source, dict) and source.get("bytes") is not None:
+        return io.BytesIO(source["bytes"])
+    path = source if isinstance(source, str) else source.get("path") if isinstance(source, dict) else None
+    if not path:
+        raise AudioError(f"Audio source {describe_source(source)} has neither a path nor bytes.")
+    _require_regular_file(path)
+    return path
+
+
+def _require_regular_file(path: str) -> None:
+    """Refuse FIFOs, devices, sockets and folders: reading a FIFO blocks forever, a device never ends."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except FileNotFoundError:
+        raise AudioError(f"Audio file {path} does not exist.") from None
+    except OSError as err:
+        raise AudioError(f"Cannot open audio {path}: {err.strerror}.") from err
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a folder" if stat.S_ISDIR(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        raise AudioError(f"Audio {path} is {kind}, not a regular file: point the row at an audio file.")
 
 
 @dataclass(frozen=True)
@@ -59,19 +79,35 @@ class AudioInfo:
         return self.num_frames / self.sampling_rate if self.sampling_rate else 0.0
 
 
-def audio_info(source: AudioSource) -> AudioInfo:
-    """Read only the header of an audio source. Raises AudioError naming the source."""
+TAIL_FRAMES = 1024
+"""Frames read at the end of a file by the start-up check: a file cut short (a FLAC cut in half) fails there."""
+
+
+def audio_info(source: AudioSource, check_tail: bool = False) -> AudioInfo:
+    """Read the header of an audio source (and, with ``check_tail``, its last frames). Raises AudioError naming it.
+
+    The tail read costs one seek and a few kB per file; it catches files whose header promises more audio than
+    the file holds, which would otherwise fail only when the loader reaches them mid-run.
+    """
     if isinstance(source, dict) and source.get("array") is not None:
         array = np.asarray(source["array"])
         channels = 1 if array.ndim == 1 else array.shape[0]
         return AudioInfo(int(source["sampling_rate"]), int(array.shape[-1]), channels)
+    target = _open_target(source)
     try:
-        info = sf.info(_open_target(source))
+        with sf.SoundFile(target) as handle:
+            info = AudioInfo(int(handle.samplerate), int(handle.frames), int(handle.channels))
+            if check_tail and info.num_frames > 0:
+                handle.seek(max(0, info.num_frames - TAIL_FRAMES))
+                tail = handle.read(TAIL_FRAMES, dtype="float32")
+                if len(tail) == 0:
+                    raise AudioError(f"Audio {describe_source(source)} ends before its header says: truncated file.")
     except AudioError:
         raise
     except Exception as err:  # soundfile raises several types for unreadable input
-        raise AudioError(f"Cannot read audio {describe_source(source)}: {err}") from err
-    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+        cut = " (the file looks truncated: it ends before its header says)" if check_tail else ""
+        raise AudioError(f"Cannot read audio {describe_source(source)}{cut}: {err}") from err
+    return info
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -89,17 +125,27 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def load_audio(source: AudioSource, target_sr: int) -> np.ndarray:
-    """Decode an audio source to mono float32 at ``target_sr``. Raises AudioError naming the source."""
+    """Decode an audio source to mono float32 at ``target_sr``. Raises AudioError naming the source.
+
+    Samples that are NaN or infinite (float WAVs can hold them) are an error: one such clip turns every weight
+    of a model into NaN within a step.
+    """
     if isinstance(source, dict) and source.get("array") is not None:
         array = np.asarray(source["array"], dtype=np.float32)
-        samples = array if array.ndim == 1 else array.T
-        return resample(to_mono(samples), int(source["sampling_rate"]), target_sr)
-    try:
-        samples, sr = sf.read(_open_target(source), dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except Exception as err:
-        raise AudioError(f"Cannot decode audio {describe_source(source)}: {err}") from err
+        samples, sr = (array if array.ndim == 1 else array.T), int(source["sampling_rate"])
+    else:
+        target = _open_target(source)
+        try:
+            samples, sr = sf.read(target, dtype="float32", always_2d=True)
+        except Exception as err:
+            raise AudioError(f"Cannot decode audio {describe_source(source)}: {err}") from err
     if samples.shape[0] == 0:
         raise AudioError(f"Audio {describe_source(source)} contains no samples.")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.size - finite.sum())
+        raise AudioError(
+            f"Audio {describe_source(source)} has {bad} sample(s) that are NaN or infinite: re-export the file "
+            "(or remove the row)."
+        )
     return resample(to_mono(samples), int(sr), target_sr)

@@ -1,9 +1,8 @@
-"""Which Trainer and TrainingArguments classes a run uses, and the launch environment they need."""
+"""Which Trainer and TrainingArguments classes a run uses, and what our Trainer classes add to the stock ones."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,43 +11,17 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .batching import STAT_KEYS
+from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .ctc import CTCEvalMixin
+from .errors import UsageError
+from .files import give_default_mode
 from .joint_ctc import JointCTCMixin
+from .nonfinite import NonFiniteGuard, check_weights_finite
+from .redaction import secrets_removed
 from .throughput import ThroughputMeter
-
-MPI_ENV = {
-    "RANK": "OMPI_COMM_WORLD_RANK",
-    "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
-    "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
-    "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
-}
-
-
-def prepare_launch_environment() -> None:
-    """Make Trainer/Accelerate see a multi-process launch (torchrun, torch.distributed.launch, mpirun) as one run.
-
-    Processes started by mpirun get torch.distributed's RANK/WORLD_SIZE/LOCAL_RANK from Open MPI's variables.
-    On CPU, ACCELERATE_USE_CPU is set: without it, two processes started by torchrun each train their own copy.
-    """
-    for torch_name, mpi_name in MPI_ENV.items():
-        if torch_name not in os.environ and mpi_name in os.environ:
-            os.environ[torch_name] = os.environ[mpi_name]
-    os.environ.setdefault("MASTER_ADDR", "localhost")
-    os.environ.setdefault("MASTER_PORT", "29500")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not torch.cuda.is_available():
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-
-
-def end_distributed() -> None:
-    """Tear the process group down before interpreter exit; left to exit, gloo can abort a rank (exit -6)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def describe_world(args: Any) -> str:
@@ -57,6 +30,15 @@ def describe_world(args: Any) -> str:
     return f"World: {args.world_size} process(es), this is rank {args.process_index}, device {args.device}" + (
         f", backend {backend}" if backend else ""
     )
+
+
+def check_precision(args: Any) -> None:
+    """``--fp16`` on a CPU run would silently autocast to half precision on the CPU: refuse it by name."""
+    if args.fp16 and args.device.type == "cpu":
+        raise UsageError(
+            "--fp16 needs a CUDA GPU, and this run is on the CPU (no GPU found, or --use_cpu). Drop --fp16 "
+            "(CPU training is fp32), or use --bf16 on a CPU that supports it."
+        )
 
 
 def adapt_training_arguments(args: Any) -> None:
@@ -86,10 +68,14 @@ class SpeechSamplingMixin:
       log line and in ``throughput.totals()``.
     """
 
-    def __init__(self, *args: Any, batching: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, batching: Any = None, on_nonfinite_loss: str = "stop", **kwargs: Any
+    ) -> None:
         self.batching = batching
         self.throughput = ThroughputMeter()
+        self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
+        self.add_callback(_NonFiniteCallback(self))
 
     def get_train_dataloader(self) -> DataLoader:
         if not (self.batching is not None and self.batching.enabled):
@@ -128,7 +114,7 @@ class SpeechSamplingMixin:
                 self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=durations
             )
         if wants_length_grouping(self.args) and durations is None:
-            raise ValueError("Length grouping needs a dataset with header durations (asr_finetune SpeechDataset).")
+            raise UsageError("Length grouping needs a dataset with header durations (asr_finetune SpeechDataset).")
         return super()._get_train_sampler(train_dataset) if train_dataset is not None else super()._get_train_sampler()
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
@@ -136,9 +122,24 @@ class SpeechSamplingMixin:
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         stats = [inputs.pop(key, None) for key in STAT_KEYS]
+        ids, skipped = inputs.pop(IDS_KEY, None), inputs.pop(SKIPPED_KEY, 0)
         if stats[0] is not None and self.model.training:
-            self.throughput.add_batch(float(stats[0]), float(stats[1]))
+            self.throughput.add_batch(float(stats[0]), float(stats[1]), int(skipped))
+            self.nonfinite.add_batch(ids)
         return super()._prepare_inputs(inputs)
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        self.nonfinite.losses.append(float(loss.detach()))
+        return loss
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        """Every model save (checkpoints, final model) passes here: refuse NaN/inf weights, and keep the Hub token
+        out of training_args.bin (checked against transformers 4.55 and 5.24)."""
+        check_weights_finite(self.model, output_dir or self.args.output_dir)
+        with secrets_removed(self.args):
+            super()._save(output_dir, state_dict=state_dict)
+        give_default_mode(output_dir or self.args.output_dir)
 
     def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -153,7 +154,24 @@ class SpeechSamplingMixin:
                 summed = self.accelerator.reduce(torch.tensor([window["audio_seconds_per_second"]]), "sum")
                 window["audio_seconds_per_second"] = round(float(summed[0]), 3)
             logs.update(window)
+            if self.throughput.bad_rows_skipped:
+                logs["bad_rows_skipped"] = self.throughput.bad_rows_skipped
+            if self.nonfinite.skipped_steps:
+                logs["nonfinite_steps_skipped"] = self.nonfinite.skipped_steps
         super().log(logs, *args, **kwargs)
+
+
+class _NonFiniteCallback(TrainerCallback):
+    """Checks the gradients between clipping and the optimizer step (the Trainer's ``on_pre_optimizer_step``)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.nonfinite.start_step()
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.nonfinite.check(self.trainer.model.parameters(), state.global_step + 1)
 
 
 class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
@@ -194,7 +212,7 @@ HABANA_HINT = (
 )
 
 
-class BackendError(ValueError):
+class BackendError(UsageError):
     """A device/backend request that cannot work here; the message says what to change or install."""
 
 

@@ -13,14 +13,38 @@ from torch.utils.data import Sampler
 LABEL_PAD = -100
 STAT_KEYS = ("audio_seconds", "padded_seconds")
 """Batch keys a collator adds for throughput accounting; the trainer removes them before the forward pass."""
+IDS_KEY = "utterance_ids"
+SKIPPED_KEY = "bad_rows_skipped"
+BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
+"""Every key a collator adds beside the model inputs (removed before the forward pass)."""
 
 
-def audio_stats(items: Sequence[dict[str, Any]], fixed_seconds: float | None = None) -> dict[str, torch.Tensor]:
+def usable_items(items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The items that decoded, and the ids of those skipped under ``--on_bad_row skip``."""
+    from .errors import DataError
+    from .features import BAD_ROW_KEY
+
+    good = [item for item in items if BAD_ROW_KEY not in item]
+    bad = [str(item[BAD_ROW_KEY]) for item in items if BAD_ROW_KEY in item]
+    if not good:
+        raise DataError(f"Every clip of a batch failed to decode ({', '.join(bad)}): check these files.")
+    return good, bad
+
+
+def audio_stats(
+    items: Sequence[dict[str, Any]], fixed_seconds: float | None = None, skipped: Sequence[str] = ()
+) -> dict[str, Any]:
     """Speech seconds in a batch and the seconds it occupies once padded (``fixed_seconds`` per item for models
-    whose inputs always have one length, such as Whisper's 30 s windows). Items carry ``seconds``."""
+    whose inputs always have one length, such as Whisper's 30 s windows), the batch's utterance ids (named when a
+    step goes wrong) and how many of its rows were skipped as undecodable. Items carry ``seconds`` and ``id``."""
     seconds = [float(item.get("seconds", 0.0)) for item in items]
     padded = len(seconds) * (fixed_seconds if fixed_seconds is not None else max(seconds, default=0.0))
-    return {"audio_seconds": torch.tensor(sum(seconds)), "padded_seconds": torch.tensor(padded)}
+    return {
+        "audio_seconds": torch.tensor(sum(seconds)),
+        "padded_seconds": torch.tensor(padded),
+        IDS_KEY: [str(item.get("id", "")) for item in items],
+        SKIPPED_KEY: len(skipped),
+    }
 
 
 def pad_labels(labels: Sequence[Sequence[int]], pad_to_multiple_of: int | None = None) -> torch.Tensor:
@@ -55,11 +79,16 @@ class CTCCollator:
     feature_extractor: Any
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        items, skipped = usable_items(items)
         batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of)
         if "labels" in items[0]:
             batch["labels"] = pad_labels([item["labels"] for item in items])
-        return {**batch, **audio_stats(items)}
+        return {**batch, **audio_stats(items, self.window_seconds(), skipped)}
+
+    def window_seconds(self) -> float | None:
+        """The fixed input length every clip is padded to, if the model has one (counted as padding)."""
+        return None
 
 
 class DurationBatchSampler(Sampler[list[int]]):
@@ -196,15 +225,16 @@ class Seq2SeqCollator(CTCCollator):
     decoder_start_token_id: int | None = None
     input_seconds: float | None = None
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().__call__(items)
         labels = batch.get("labels")
         start = self.decoder_start_token_id
         if labels is not None and start is not None and labels.shape[1] > 0 and bool((labels[:, 0] == start).all()):
             batch["labels"] = labels[:, 1:]
-        if self.input_seconds is not None:
-            batch.update(audio_stats(items, self.input_seconds))
         return batch
+
+    def window_seconds(self) -> float | None:
+        return self.input_seconds
 
 
 @dataclass
@@ -219,6 +249,7 @@ class PretrainingCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from .pretraining import sample_masks_and_negatives
 
+        items, skipped = usable_items(items)
         batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, return_attention_mask=True)
         masks = sample_masks_and_negatives(self.config, batch["attention_mask"])
-        return {**batch, **masks, **audio_stats(items)}
+        return {**batch, **masks, **audio_stats(items, skipped=skipped)}

@@ -13,6 +13,7 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer
 
 from .data import DropCounts, drop_rows
+from .errors import UsageError
 from .metrics import TranscriptMetrics, valid_ids
 from .modeling import find_tokenizer, output_frames
 from .text import TextNormalizer, infer_case
@@ -22,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 def normalizer_for(
-    tokenizer: Any | None, chars_to_ignore: Sequence[str] | None, do_lower_case: bool, phoneme_language: str | None
+    tokenizer: Any | None,
+    chars_to_ignore: Sequence[str] | None,
+    do_lower_case: bool,
+    phoneme_language: str | None,
+    language: str | None = None,
 ) -> TextNormalizer:
     """Text normalisation that matches the tokenizer: a brought tokenizer's case convention wins."""
     if tokenizer is not None:
@@ -30,7 +35,7 @@ def normalizer_for(
         logger.info("Transcripts follow the tokenizer's case convention: %s.", case)
     else:
         case = "lower" if do_lower_case else "keep"
-    return TextNormalizer(chars_to_ignore, case=case, phoneme_language=phoneme_language)
+    return TextNormalizer(chars_to_ignore, case=case, phoneme_language=phoneme_language, language=language)
 
 
 def build_tokenizer(
@@ -152,7 +157,7 @@ def existing_tokenizer(
     if model_args.tokenizer_name_or_path:
         tokenizer = find_tokenizer(model_args.tokenizer_name_or_path, **pretrained)
         if tokenizer is None:
-            raise ValueError(f"--tokenizer_name_or_path {model_args.tokenizer_name_or_path}: no tokenizer found there.")
+            raise UsageError(f"--tokenizer_name_or_path {model_args.tokenizer_name_or_path}: no tokenizer found there.")
         return tokenizer, f"from {model_args.tokenizer_name_or_path}"
     if resume:
         tokenizer = find_tokenizer(output_dir)

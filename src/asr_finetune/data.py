@@ -18,7 +18,8 @@ from typing import Any
 
 import datasets
 
-from .audio import AudioError, audio_info, describe_source
+from .audio import AudioError, audio_info, describe_source, load_audio
+from .errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ METADATA_STEM = "metadata"
 AUDIOFOLDER_PATH_COLUMN = "file_name"
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file, split, column or row and says what to do."""
-
+AUDIO_CHECKS = ("header", "tail", "full")
+"""How much of each file the start-up check reads: the header; the header and the last frames (catches truncated
+files); or everything (also catches NaN/inf samples and any decode error, at the cost of one full decode)."""
 
 # ---------------------------------------------------------------------------------------------- split expressions
 
@@ -121,41 +122,59 @@ def _metadata_file(directory: Path) -> Path | None:
     return None
 
 
-def read_manifest(path: str | Path, audio_column: str) -> list[dict[str, Any]]:
-    """Rows of a manifest, with audio paths made absolute (relative paths are relative to the manifest)."""
+def read_manifest(path: str | Path, audio_column: str, text_column: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a manifest, with audio paths made absolute (relative paths are relative to the manifest).
+
+    Paths may point anywhere the user can read (absolute, or ``..`` out of the manifest's folder). Every row must
+    be an object whose audio value is a path and whose transcript (``text_column``) is a string: a row that is not
+    is an error naming the file and row.
+    """
     path = Path(path)
-    rows = _read_rows(path)
-    if not rows:
+    located = _read_rows(path)
+    if not located:
         raise DataError(f"Manifest {path} has no rows.")
+    rows = [row for _, row in located]
     if audio_column not in rows[0] and AUDIOFOLDER_PATH_COLUMN in rows[0]:
         for row in rows:
-            row[audio_column] = row.pop(AUDIOFOLDER_PATH_COLUMN)
+            if AUDIOFOLDER_PATH_COLUMN in row:
+                row[audio_column] = row.pop(AUDIOFOLDER_PATH_COLUMN)
     base = path.parent
-    for row in rows:
+    for where, row in located:
         value = row.get(audio_column)
         if isinstance(value, str) and value:
             audio_path = Path(value).expanduser()
             row[audio_column] = str(audio_path if audio_path.is_absolute() else (base / audio_path).resolve())
+        elif value is not None and not isinstance(value, (str, dict)):
+            raise DataError(
+                f"{path} {where}: the audio column {audio_column!r} holds {type(value).__name__} {value!r}; "
+                "it must be a file path."
+            )
+        text = row.get(text_column) if text_column else None
+        if text is not None and not isinstance(text, str):
+            raise DataError(
+                f"{path} {where}: the transcript ({text_column!r}) is {type(text).__name__} {text!r}, not text. "
+                'Quote it as a string (e.g. "42").'
+            )
     return rows
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Rows of a manifest file, each with where it stands ("line 3", "row 2") for error messages."""
     try:
         if path.suffix in (".csv", ".tsv"):
-            with open(path, newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+            return _read_delimited(path, "\t" if path.suffix == ".tsv" else ",")
         if path.suffix == ".jsonl":
             rows = []
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 for line_number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue
                     try:
-                        rows.append(json.loads(line))
+                        rows.append((f"line {line_number}", _as_row(json.loads(line), path, f"line {line_number}")))
                     except json.JSONDecodeError as err:
                         raise DataError(f"{path}:{line_number} is not valid JSON: {err.msg}.") from err
             return rows
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text: {err}.") from err
@@ -165,10 +184,40 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         data = data["data"]
     if not isinstance(data, list):
         raise DataError(f"{path} must hold a JSON list of rows (or {{'data': [...]}}).")
-    return data
+    return [(f"row {index}", _as_row(row, path, f"row {index}")) for index, row in enumerate(data)]
 
 
-def _load_local(root: str, expression: str, audio_column: str) -> datasets.Dataset:
+def _as_row(value: Any, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(f"{path} {where} is {type(value).__name__}, not an object with column names.")
+    return value
+
+
+def _read_delimited(path: Path, delimiter: str) -> list[tuple[str, dict[str, Any]]]:
+    """CSV/TSV rows; a byte-order mark is dropped, and a row with more or fewer fields than the header is an error
+    (an unquoted comma in a transcript would otherwise cut it silently)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return []
+        header = [name.strip() for name in header]
+        rows = []
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue
+            if len(fields) != len(header):
+                name = "tab" if delimiter == "\t" else "comma"
+                raise DataError(
+                    f"{path} line {reader.line_num}: {len(fields)} fields, the header has {len(header)} "
+                    f"({', '.join(header)}). Quote fields that contain a {name} "
+                    f'(e.g. "one, two") or fix the row.'
+                )
+            rows.append((f"line {reader.line_num}", dict(zip(header, fields, strict=True))))
+        return rows
+
+
+def _load_local(root: str, expression: str, audio_column: str, text_column: str | None) -> datasets.Dataset:
     available = discover_local_splits(root)
     pieces = []
     for part in parse_split_expression(expression):
@@ -177,14 +226,34 @@ def _load_local(root: str, expression: str, audio_column: str) -> datasets.Datas
                 f"Split {part.name!r} not found in {root}. Available splits: {', '.join(sorted(available))}. "
                 "Set --train_split_name / --eval_split_name to one of them."
             )
-        rows = read_manifest(available[part.name], audio_column)
+        rows = read_manifest(available[part.name], audio_column, text_column)
         start, stop = part.bounds(len(rows))
-        piece = datasets.Dataset.from_list(rows[start:stop]) if stop > start else None
+        piece = _rows_to_dataset(rows[start:stop], available[part.name]) if stop > start else None
         if piece is not None:
             pieces.append(piece)
     if not pieces:
         raise DataError(f"Split expression {expression!r} selects no rows of {root}.")
     return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+
+
+def _rows_to_dataset(rows: list[dict[str, Any]], path: Path) -> datasets.Dataset:
+    # from_list takes its columns from the first row alone: a column only later rows have would vanish silently.
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    try:
+        return datasets.Dataset.from_dict({column: [row.get(column) for row in rows] for column in columns})
+    except (TypeError, ValueError) as err:  # pyarrow: a column whose rows hold different types
+        column = _mixed_column(rows)
+        hint = f" Column {column!r} holds values of different types; make them all strings." if column else ""
+        raise DataError(f"{path}: cannot read the rows as one table ({type(err).__name__}).{hint}") from err
+
+
+def _mixed_column(rows: list[dict[str, Any]]) -> str | None:
+    kinds: dict[str, set[str]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value is not None:
+                kinds.setdefault(key, set()).add(type(value).__name__)
+    return next((key for key, names in kinds.items() if len(names) > 1), None)
 
 
 # ---------------------------------------------------------------------------------------------- hub datasets
@@ -216,6 +285,7 @@ def load_split(
     split_expression: str,
     audio_column: str,
     *,
+    text_column: str | None = None,
     config_name: str | None = None,
     cache_dir: str | None = None,
     token: str | bool | None = None,
@@ -223,7 +293,7 @@ def load_split(
 ) -> datasets.Dataset:
     """Load one split expression from a local path or the Hub, with the audio column left undecoded."""
     if is_local_dataset(dataset_name):
-        dataset = _load_local(dataset_name, split_expression, audio_column)
+        dataset = _load_local(dataset_name, split_expression, audio_column, text_column)
     else:
         dataset = _load_hub(dataset_name, split_expression, config_name, cache_dir, token, trust_remote_code)
     feature = dataset.features.get(audio_column)
@@ -286,14 +356,21 @@ def _row_id(row: dict[str, Any], index: int, audio_column: str, id_column: str |
 
 
 def _header_batch(
-    batch: dict[str, list], indices: list[int], audio_column: str, id_column: str | None, split_label: str
+    batch: dict[str, list],
+    indices: list[int],
+    audio_column: str,
+    id_column: str | None,
+    split_label: str,
+    check: str = "tail",
 ) -> dict[str, list]:
     ids, durations, errors = [], [], []
     for offset, index in enumerate(indices):
         row = {key: values[offset] for key, values in batch.items()}
         ids.append(_row_id(row, index, audio_column, id_column, split_label))
         try:
-            info = audio_info(row[audio_column])
+            info = audio_info(row[audio_column], check_tail=check == "tail")
+            if check == "full" and info.num_frames > 0:
+                load_audio(row[audio_column], info.sampling_rate)
             durations.append(info.duration)
             errors.append("" if info.num_frames > 0 else "empty audio (0 samples)")
         except AudioError as err:
@@ -310,15 +387,19 @@ def read_headers(
     id_column: str | None = "id",
     num_proc: int | None = None,
     load_from_cache_file: bool = True,
+    check: str = "tail",
 ) -> datasets.Dataset:
-    """Add ``id``, ``duration`` (seconds, from the file header) and ``audio_error`` columns; no decoding."""
+    """Add ``id``, ``duration`` (seconds, from the file header) and ``audio_error`` columns.
+
+    ``check`` (one of :data:`AUDIO_CHECKS`) says how much of each file is read to find unusable audio at start.
+    """
     if id_column and id_column not in dataset.column_names:
         id_column = None
     return dataset.map(
         _header_batch,
         batched=True,
         with_indices=True,
-        fn_kwargs={"audio_column": audio_column, "id_column": id_column, "split_label": split_label},
+        fn_kwargs={"audio_column": audio_column, "id_column": id_column, "split_label": split_label, "check": check},
         num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) >= 2 * num_proc else None,
         load_from_cache_file=load_from_cache_file,
         desc=f"Reading audio headers ({split_label})",
@@ -374,6 +455,7 @@ class SplitConfig:
     on_bad_row: str = "error"
     min_duration: float = 0.0
     max_duration: float | None = None
+    audio_check: str = "tail"
 
 
 def prepare_split(
@@ -393,6 +475,7 @@ def prepare_split(
         config.dataset_name,
         split_expression,
         config.audio_column,
+        text_column=config.text_column,
         config_name=config.config_name,
         cache_dir=config.cache_dir,
         token=config.token,
@@ -416,6 +499,7 @@ def prepare_split(
         id_column=config.id_column,
         num_proc=config.num_proc,
         load_from_cache_file=not config.overwrite_cache,
+        check=config.audio_check,
     )
     drops = DropCounts()
     dataset = reject_bad_rows(

@@ -7,7 +7,11 @@ from typing import Any
 import datasets
 import torch
 
-from .audio import load_audio
+from .audio import AudioError, load_audio
+from .errors import DataError
+
+BAD_ROW_KEY = "bad_row"
+"""An item that could not be decoded under ``--on_bad_row skip``: the collators leave it out and count it."""
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -18,8 +22,11 @@ class SpeechDataset(torch.utils.data.Dataset):
     ``--dataloader_num_workers`` > 0.
     """
 
-    def __init__(self, rows: datasets.Dataset, feature_extractor: Any, audio_column: str) -> None:
+    def __init__(
+        self, rows: datasets.Dataset, feature_extractor: Any, audio_column: str, on_bad_row: str = "error"
+    ) -> None:
         self.rows = rows
+        self.on_bad_row = on_bad_row
         self.feature_extractor = feature_extractor
         self.audio_column = audio_column
         self.input_name = feature_extractor.model_input_names[0]
@@ -33,9 +40,22 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         sampling_rate = self.feature_extractor.sampling_rate
-        samples = load_audio(row[self.audio_column], sampling_rate)
+        try:
+            samples = load_audio(row[self.audio_column], sampling_rate)
+        except AudioError as err:
+            # What the start-up check did not catch (NaN samples without --audio_check full, a file changed since).
+            if self.on_bad_row == "skip":
+                return {BAD_ROW_KEY: self.ids[index]}
+            raise DataError(
+                f"Row {index} ({self.ids[index]}): {err} Fix or remove the row, or pass --on_bad_row skip to skip "
+                "such rows (counted)."
+            ) from None
         features = self.feature_extractor(samples, sampling_rate=sampling_rate)
-        item = {self.input_name: features[self.input_name][0], "seconds": len(samples) / sampling_rate}
+        item = {
+            self.input_name: features[self.input_name][0],
+            "seconds": len(samples) / sampling_rate,
+            "id": self.ids[index],
+        }
         if self.has_labels:
             item["labels"] = row["labels"]
         return item

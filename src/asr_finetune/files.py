@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 with the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def give_default_mode(directory: str | os.PathLike) -> None:
+    """Give every file of ``directory`` (recursively) the mode of a normally created file: transformers 5.x writes
+    model.safetensors through a 0600 temp file, so one run would leave files that others can and cannot read."""
+    mode = default_file_mode()
+    for path in Path(directory).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
+    """Write ``text`` to a temp file beside ``path``, then rename it into place.
+
+    The file gets the same mode as every other file of the run (temp files are created 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except OSError:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+    os.chmod(tmp.name, default_file_mode())
     os.replace(tmp.name, path)
 
 
@@ -27,3 +53,37 @@ def write_json(data: Any, path: str | os.PathLike) -> None:
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> None:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+_WRITE_FAILURE_HINTS = ("no space left", "storagefull", "file write failed", "basic_ios::clear", "iostream error",
+                        "read-only file system", "disk quota", "permission denied")
+
+
+def describe_write_failure(err: BaseException, directory: str | os.PathLike) -> str | None:
+    """One line saying why writing under ``directory`` failed (disk full, read-only, no permission), or None when
+    ``err`` is not a write failure. torch and safetensors report a full disk in their own words
+    ("basic_ios::clear: iostream error", "file write failed"), so the free space is looked at too."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    codes = {getattr(e, "errno", None) for e in chain}
+    text = " ".join(str(e) for e in chain).lower()
+    if not (codes & {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+            or any(hint in text for hint in _WRITE_FAILURE_HINTS)):
+        return None
+    directory = Path(directory)
+    try:
+        free = shutil.disk_usage(directory if directory.exists() else directory.parent).free
+    except OSError:
+        free = None
+    if errno.EROFS in codes or "read-only" in text:
+        why = "the file system is read-only"
+    elif errno.EACCES in codes or "permission denied" in text:
+        why = "no permission to write there"
+    elif free is not None and free < 64 * 2**20 or errno.ENOSPC in codes or "no space" in text:
+        why = "the disk is full" + (f" ({free / 2**20:.0f} MB free)" if free is not None else "")
+    else:
+        why = f"the write failed ({type(err).__name__})"
+    return (f"Cannot write to {directory}: {why}. Free space or use another --output_dir, then rerun the command: "
+            "it resumes from the last complete checkpoint (half-written ones are skipped).")

@@ -1,4 +1,5 @@
-"""Multi-process launch commands (what gaudi_spawn.py runs): mpirun, deepspeed, or torchrun."""
+"""Multi-process launches: the environment a launched process needs (torchrun, torch.distributed.launch, mpirun),
+its teardown, and the commands gaudi_spawn.py runs (mpirun, deepspeed, or torchrun)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,42 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+MPI_ENV = {
+    "RANK": "OMPI_COMM_WORLD_RANK",
+    "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+    "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+    "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
+}
+
+
+def prepare_launch_environment() -> None:
+    """Make Trainer/Accelerate see a multi-process launch (torchrun, torch.distributed.launch, mpirun) as one run.
+
+    Processes started by mpirun get torch.distributed's RANK/WORLD_SIZE/LOCAL_RANK from Open MPI's variables.
+    On CPU, ACCELERATE_USE_CPU is set: without it, two processes started by torchrun each train their own copy.
+    """
+    for torch_name, mpi_name in MPI_ENV.items():
+        if torch_name not in os.environ and mpi_name in os.environ:
+            os.environ[torch_name] = os.environ[mpi_name]
+    os.environ.setdefault("MASTER_ADDR", "localhost")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def end_distributed(abort: bool = False) -> None:
+    """Tear the process group down before interpreter exit; left to exit, gloo can abort a rank (exit -6).
+
+    ``abort``: this process is failing, so it does not wait at a barrier for processes that may not come.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if not abort:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 @dataclass
@@ -65,7 +102,7 @@ def launch_plan(
             command += ["--hostfile", hostfile]
         if os.geteuid() == 0:
             command.append("--allow-run-as-root")
-        # MPI starts the processes; each maps its OMPI_COMM_WORLD_* ranks (see backends.prepare_launch_environment).
+        # MPI starts the processes; each maps its OMPI_COMM_WORLD_* ranks (see prepare_launch_environment).
         return LaunchPlan(command + [python, script, *script_args], env)
     if use_deepspeed:
         deepspeed = shutil.which("deepspeed")

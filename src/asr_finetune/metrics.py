@@ -9,6 +9,8 @@ from typing import Any
 import jiwer
 import numpy as np
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_METRICS = ("wer", "cer")
@@ -20,11 +22,17 @@ def _nonempty(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[lis
     return [ref for ref, _ in pairs], [hyp for _, hyp in pairs]
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: Sequence[str] = ("wer",)) -> dict:
-    """Corpus-level error rates (errors summed over the corpus, divided by reference length)."""
+def check_metric_names(metrics: Sequence[str]) -> None:
+    """Refuse unknown ``--eval_metrics`` at start, not after hours of training."""
     unknown = [name for name in metrics if name not in SUPPORTED_METRICS]
     if unknown:
-        raise ValueError(f"Unknown eval metric(s) {unknown}; choose from {list(SUPPORTED_METRICS)}.")
+        raise UsageError(f"--eval_metrics: unknown metric(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SUPPORTED_METRICS)}.")
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: Sequence[str] = ("wer",)) -> dict:
+    """Corpus-level error rates (errors summed over the corpus, divided by reference length)."""
+    check_metric_names(metrics)
     refs, hyps = _nonempty(references, hypotheses)
     if not refs:
         return {name: float("nan") for name in metrics}

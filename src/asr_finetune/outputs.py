@@ -7,10 +7,12 @@ import platform
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+from .files import atomic_write_text, give_default_mode
+from .redaction import redact_argv
 
 PARTIAL_DIR = ".partial-final"
 
@@ -22,6 +24,7 @@ def publish_files(staging: str | Path, output_dir: str | Path) -> list[str]:
     previous files in output_dir intact rather than a half-written model.
     """
     staging, output_dir = Path(staging), Path(output_dir)
+    give_default_mode(staging)
     moved = []
     for path in sorted(staging.rglob("*")):
         if path.is_file():
@@ -33,11 +36,23 @@ def publish_files(staging: str | Path, output_dir: str | Path) -> list[str]:
     return moved
 
 
-def command_line() -> str:
-    return shlex.join([Path(sys.executable).name, *sys.argv])
+def command_line(argv: Sequence[str] | None = None, script: str | None = None) -> str:
+    """The command that ran (``script`` with ``argv``, by default this process's), credentials redacted: the model
+    card is what --push_to_hub publishes."""
+    script = Path(script).name if script else sys.argv[0]
+    argv = sys.argv[1:] if argv is None else argv
+    return shlex.join([Path(sys.executable).name, script, *redact_argv(argv)])
 
 
-def write_model_card(output_dir: str | Path, *, title: str, details: dict[str, Any], metrics: dict[str, Any]) -> None:
+def write_model_card(
+    output_dir: str | Path,
+    *,
+    title: str,
+    details: dict[str, Any],
+    metrics: dict[str, Any],
+    argv: Sequence[str] | None = None,
+    script: str | None = None,
+) -> None:
     """A README.md model card: what was trained on what, the figures measured, and how to use it."""
     lines = [
         "---",
@@ -71,7 +86,7 @@ def write_model_card(output_dir: str | Path, *, title: str, details: dict[str, A
         "## Command",
         "",
         "```",
-        command_line(),
+        command_line(argv, script),
         "```",
         "",
         f"Python {platform.python_version()}.",

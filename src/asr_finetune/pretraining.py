@@ -18,7 +18,8 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-from .data import DataError, DropCounts, SplitConfig, drop_rows, prepare_split
+from .data import DropCounts, SplitConfig, drop_rows, prepare_split
+from .errors import DataError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ VANISHED_GRAD_NORM = 1e-8
 """Below this the model has collapsed (transformers#14387 reports ~1e-19 with a contrastive loss of 0)."""
 
 
-class PretrainingConfigError(ValueError):
+class PretrainingConfigError(UsageError):
     """A model config or feature extractor that wav2vec2 pretraining cannot use; the message names the setting."""
 
 

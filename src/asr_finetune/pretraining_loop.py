@@ -29,12 +29,15 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .backends import prepare_launch_environment
-from .batching import STAT_KEYS
-from .checkpoints import COMPLETE_MARKER, complete_checkpoints
-from .files import write_json, write_jsonl
+from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
+from .checkpoints import COMPLETE_MARKER, complete_checkpoints, safetensors_complete
+from .files import give_default_mode, write_json, write_jsonl
+from .launch import prepare_launch_environment
+from .nonfinite import NonFiniteGuard, check_weights_finite
 from .outputs import PARTIAL_DIR, publish_files
 from .pretraining import HealthMonitor, StepTotals, decay_parameter_groups, gumbel_temperature, loss_multiplier
+from .pretraining_checkpoints import load_training_state, save_training_state
+from .redaction import SECRET_FLAGS
 from .throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,7 @@ class Pretrainer:
         groups = config.num_codevector_groups
         self.health = HealthMonitor(groups, groups * config.num_codevectors_per_group)
         self.throughput = ThroughputMeter()
+        self.nonfinite = NonFiniteGuard(args.on_nonfinite_loss)
         optimizer = torch.optim.AdamW(
             decay_parameter_groups(model, args.weight_decay),
             lr=args.learning_rate,
@@ -139,7 +143,6 @@ class Pretrainer:
             args.lr_scheduler_type, optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=self.max_steps
         )
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
         self.state = LoopState(gumbel_temperature=args.max_gumbel_temperature, world_size=self.world_size)
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
@@ -186,6 +189,8 @@ class Pretrainer:
         args, accelerator = self.args, self.accelerator
         if resume_from:
             self._load_checkpoint(Path(resume_from))
+            if self.state.global_step >= self.max_steps and self._final_model_published():
+                return self._complete_results(resume_from)
         self._start_log()
         self._init_trackers()
         per_batch = f"{args.per_device_train_batch_size} clips"
@@ -244,6 +249,7 @@ class Pretrainer:
             "world_size": self.world_size,
             "gumbel_temperature": self.state.gumbel_temperature,
             "train_runtime": round(time.perf_counter() - started, 2),
+            "train_nonfinite_steps_skipped": self.nonfinite.skipped_steps,
             **{f"train_{key}": value for key, value in self.throughput.totals().items()},
             **{f"train_{key}": value for key, value in self.last_train.items()},
             **self.last_eval,
@@ -262,6 +268,7 @@ class Pretrainer:
         )
         accelerator.unwrap_model(self.model).set_gumbel_temperature(temperature)
         self.state.gumbel_temperature = temperature
+        self.nonfinite.start_step()
         local_masked = sum(float(batch["mask_time_indices"].sum()) for batch in micro_batches)
         total_masked = accelerator.reduce(torch.tensor([local_masked], device=accelerator.device), "sum")
         multiplier = loss_multiplier(float(total_masked[0]), accelerator.num_processes)
@@ -273,7 +280,9 @@ class Pretrainer:
                 accelerator.backward(figures.loss * multiplier)
         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or math.inf)
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        self.optimizer.step()
+        self.nonfinite.losses[:] = [totals.loss]
+        if self.nonfinite.check(self.model.parameters(), self.state.global_step + 1):
+            self.optimizer.step()
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -287,8 +296,10 @@ class Pretrainer:
     def _forward(self, model: Any, batch: dict[str, torch.Tensor], totals: StepTotals) -> Any:
         """Run ``model`` on one batch, adding its summed losses and frame counts to ``totals``."""
         audio, padded = (float(batch.pop(key)) for key in STAT_KEYS)
+        ids, skipped = batch.pop(IDS_KEY, None), int(batch.pop(SKIPPED_KEY, 0))
         if model.training:
-            self.throughput.add_batch(audio, padded)
+            self.throughput.add_batch(audio, padded, skipped)
+            self.nonfinite.add_batch(ids)
         frames = batch.pop("sub_attention_mask")
         batch = send_to_device(batch, self.accelerator.device)
         outputs = model(**batch)
@@ -366,7 +377,8 @@ class Pretrainer:
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path:
-        """``checkpoint-N``: Accelerate state (model, optimizer, scheduler, scaler, RNG of every process) + state json.
+        """``checkpoint-N``: weights, optimizer/scheduler/scaler, the RNG state of every process, and the loop state
+        (see :mod:`asr_finetune.pretraining_checkpoints`: no pickle).
 
         Written to ``.checkpoint-N.partial`` and renamed when complete, so a run killed while saving leaves no
         ``checkpoint-N`` that looks resumable.
@@ -375,10 +387,15 @@ class Pretrainer:
         step = self.state.global_step
         final = self.output_dir / f"checkpoint-{step}"
         partial = self.output_dir / f".checkpoint-{step}.partial"
+        model = accelerator.unwrap_model(self.model)
+        check_weights_finite(model, str(final))
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial))
+        save_training_state(
+            partial, model=model if accelerator.is_main_process else None, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=accelerator.scaler, rank=accelerator.process_index,
+        )
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             next_state = dataclasses.replace(
@@ -389,6 +406,7 @@ class Pretrainer:
                 ),
             )
             next_state.save(partial / STATE_FILE)
+            give_default_mode(partial)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(partial, final)
@@ -405,7 +423,14 @@ class Pretrainer:
             shutil.rmtree(path, ignore_errors=True)
 
     def _load_checkpoint(self, path: Path) -> None:
-        self.accelerator.load_state(str(path))
+        accelerator = self.accelerator
+        restored = load_training_state(
+            path, model=accelerator.unwrap_model(self.model), optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=accelerator.scaler, rank=accelerator.process_index,
+        )
+        if not restored:
+            logger.warning("%s has no random state for process %d: its masks and noise start from the seed.",
+                           path, accelerator.process_index)
         self.state = LoopState.load(path / STATE_FILE)
         if self.state.world_size != self.world_size:
             logger.warning(
@@ -433,15 +458,38 @@ class Pretrainer:
 
     def _init_trackers(self) -> None:
         if self.accelerator.log_with:
-            config = {k: v for k, v in vars(self.args).items() if isinstance(v, (int, float, str, bool))}
+            config = {k: v for k, v in vars(self.args).items()
+                      if isinstance(v, (int, float, str, bool)) and k not in SECRET_FLAGS}
             self.accelerator.init_trackers(self.output_dir.name, config=config)
 
     # ------------------------------------------------------------------------------------------ final model
+
+    def _final_model_published(self) -> bool:
+        """True when output_dir holds the final model of the step reached (the last thing a run writes)."""
+        try:
+            results = json.loads((self.output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (
+            results.get("global_step") == self.state.global_step
+            and safetensors_complete(self.output_dir / "model.safetensors")
+            and not (self.output_dir / PARTIAL_DIR).exists()
+        )
+
+    def _complete_results(self, checkpoint: str) -> dict[str, Any]:
+        logger.warning(
+            "Pretraining is already complete: %s is step %d of %d. The model in %s is left as it is. To train "
+            "again pass --resume_from_checkpoint false; to go on, a larger --max_train_steps.",
+            checkpoint, self.state.global_step, self.max_steps, self.output_dir,
+        )
+        self.accelerator.end_training()
+        return json.loads((self.output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
 
     def save_model(self) -> None:
         """Model + feature extractor in output_dir, through a staging folder: a ``--model_name_or_path`` for CTC."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        check_weights_finite(accelerator.unwrap_model(self.model), str(self.output_dir))
         if accelerator.is_main_process:
             staging = self.output_dir / PARTIAL_DIR
             shutil.rmtree(staging, ignore_errors=True)
@@ -459,7 +507,9 @@ def push_to_hub(output_dir: str | Path, repo_id: str | None, token: str | None) 
     api = HfApi(token=token)
     repo_id = repo_id or Path(output_dir).name
     api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", ".*", "*.partial"])
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", ".*", "_*", "*.partial"]
+    )
     logger.info("Pushed %s to the Hub as %s", output_dir, repo_id)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, DropCounts, SplitConfig, prepare_split
-from .files import write_json, write_jsonl
+from .checkpoints import checkpoint_problem, read_state, remove_checkpoints, resolve_resume, starts_fresh
+from .data import DropCounts, SplitConfig, prepare_split
+from .errors import DataError, UsageError, one_line
+from .files import describe_write_failure, write_json, write_jsonl
 from .metrics import utterance_report
 from .outputs import PARTIAL_DIR, publish_files
 
@@ -28,16 +32,130 @@ def save_final_model(trainer: Any) -> None:
         publish_files(staging, output_dir)
 
 
+def finished_state(args: Any, checkpoint: str | None) -> dict[str, Any] | None:
+    """The state of ``checkpoint`` when it already holds everything this command asks to train, else None.
+
+    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs.
+    """
+    state = read_state(checkpoint) if checkpoint else None
+    if state is None:
+        return None
+    step = state.get("global_step", 0)
+    if args.max_steps > 0:
+        done = step >= args.max_steps
+    else:
+        planned = state.get("max_steps", float("inf"))
+        done = step >= planned and state.get("num_train_epochs", 0) >= args.num_train_epochs
+    return state if done else None
+
+
+def final_model_published(output_dir: str | Path, step: int) -> bool:
+    """True when output_dir holds the complete final model of step ``step`` (the last thing a run writes)."""
+    output_dir = Path(output_dir)
+    state = read_state(output_dir)
+    return (
+        state is not None
+        and state.get("global_step") == step
+        and checkpoint_problem(output_dir) is None
+        and not (output_dir / PARTIAL_DIR).exists()
+    )
+
+
 def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str, float]:
-    """Train (resuming if asked), publish the final model, and save train metrics including throughput."""
-    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    save_final_model(trainer)
+    """Train (resuming if asked), publish the final model, and save train metrics including throughput.
+
+    A rerun of a finished command trains nothing: it says so, loads the last checkpoint's weights (for the
+    evaluation that may follow), and publishes the final model only if a kill cut that short.
+    """
+    done = finished_state(trainer.args, resume_from_checkpoint)
+    if done is not None:
+        return _finish_complete_run(trainer, resume_from_checkpoint, done)
+    with disk_errors(trainer.args.output_dir):
+        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        save_final_model(trainer)
     metrics = dict(result.metrics)
-    metrics.update({f"train_{name}": value for name, value in trainer.throughput.totals().items()})
+    totals = trainer.throughput.totals()
+    totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
+    totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
+    metrics.update({f"train_{name}": value for name, value in totals.items()})
     trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
+    with disk_errors(trainer.args.output_dir):
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
     return metrics
+
+
+def _sum_over_processes(trainer: Any, value: int) -> int:
+    if trainer.args.world_size <= 1:
+        return value
+    import torch
+
+    return int(trainer.accelerator.reduce(torch.tensor([value], device=trainer.args.device), "sum")[0])
+
+
+def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -> dict[str, float]:
+    from transformers import TrainerState
+
+    output_dir = trainer.args.output_dir
+    step = state.get("global_step", 0)
+    trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
+    if final_model_published(output_dir, step):
+        logger.warning(
+            "Training is already complete: %s is step %d of %d. The model in %s is left as it is. To train again "
+            "pass --resume_from_checkpoint false (or --overwrite_output_dir); to go on, a larger --max_steps.",
+            checkpoint, step, state.get("max_steps", step), output_dir,
+        )
+    else:
+        logger.warning("Training is complete (%s) but the final model was not published (cut off while saving): "
+                       "publishing it now from that checkpoint.", checkpoint)
+        with disk_errors(output_dir):
+            save_final_model(trainer)
+            trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+            trainer.save_state()
+    previous = Path(output_dir) / "train_results.json"
+    try:
+        return json.loads(previous.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"global_step": step}
+
+
+@contextlib.contextmanager
+def disk_errors(directory: str | Path) -> Iterator[None]:
+    """Turn a write that failed for lack of space or permission into one line that says so."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except Exception as err:
+        message = describe_write_failure(err, directory)
+        if message is None:
+            raise
+        raise UsageError(message) from err
+
+
+def require_rows(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
+    """Stop at start when filtering left a split empty (an evaluation of nothing reports no figures)."""
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(
+                f"No usable rows left in the {name} split after filtering (dropped: {drops[name].summary()}). "
+                "See data_report.json; relax the filters or choose another split."
+            )
+
+
+def check_hub_access(training_args: Any) -> None:
+    """``--push_to_hub`` must be able to push: checked at start, not after hours of training."""
+    if not getattr(training_args, "push_to_hub", False):
+        return
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi(token=getattr(training_args, "hub_token", None)).whoami()
+    except Exception as err:
+        raise UsageError(
+            f"--push_to_hub: cannot use the Hugging Face Hub ({type(err).__name__}: {one_line(err)[:120]}). Log in "
+            "with `hf auth login` (or pass --hub_token), check the network, or drop --push_to_hub."
+        ) from err
 
 
 def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, references: Sequence[str]) -> dict[str, float]:
@@ -87,6 +205,27 @@ def write_data_report(
 # ---------------------------------------------------------------------------------------------- shared start-up
 
 
+def prepare_run(training_args: Any) -> str | None:
+    """Start-up checks every Trainer run makes before any work: the device can do what the flags ask, one run per
+    output_dir (a lock), the Hub reachable when pushing. Returns the checkpoint to resume from (None: start from
+    the model); a fresh start removes the old checkpoints, so a later rerun cannot resume from the run replaced."""
+    from .backends import check_precision, describe_world
+    from .run_lock import lock_output_dir
+
+    logger.warning(describe_world(training_args))
+    check_precision(training_args)
+    lock_output_dir(training_args.output_dir, training_args.process_index == 0)
+    check_hub_access(training_args)
+    if not training_args.do_train:
+        return None
+    resume = resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume is None and starts_fresh(training_args.resume_from_checkpoint):
+        with training_args.main_process_first(desc="fresh start"):
+            if training_args.process_index == 0:
+                remove_checkpoints(training_args.output_dir)
+    return resume
+
+
 def evaluation_requested(training_args: Any) -> bool:
     """True for ``--do_eval`` or an ``--eval_strategy`` other than "no" (evaluation during training)."""
     return bool(training_args.do_eval) or str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
@@ -117,6 +256,7 @@ def load_splits(
         on_bad_row=data_args.on_bad_row,
         min_duration=data_args.min_duration_in_seconds,
         max_duration=data_args.max_duration_in_seconds,
+        audio_check=data_args.audio_check,
     )
     wanted = []
     if training_args.do_train:
@@ -137,14 +277,19 @@ def log_splits(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run an entry script's ``main``; bad input data or an impossible backend request ends it with the message
-    and exit status 2. The process group of a distributed run is torn down either way."""
-    from .backends import BackendError, end_distributed
+    """Run an entry script's ``main``; a user mistake (bad flags, bad data, an impossible request, a busy or full
+    output dir, a NaN step) ends it with a one-line message and exit status 2, no traceback. The process group
+    of a distributed run is torn down and the output_dir lock released either way."""
+    from .launch import end_distributed
+    from .run_lock import release_all
 
+    failed = False
     try:
         main()
-    except (DataError, BackendError) as err:
-        logging.getLogger("asr_finetune").error("%s", err)
+    except UsageError as err:
+        failed = True
+        logging.getLogger("asr_finetune").error("%s", one_line(err))
         sys.exit(2)
     finally:
-        end_distributed()
+        release_all()
+        end_distributed(abort=failed)

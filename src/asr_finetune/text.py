@@ -1,14 +1,52 @@
-"""Transcript normalisation: characters to ignore (escaped), case, optional phonemes."""
+"""Transcript normalisation: Unicode NFC, characters to ignore (escaped), case (Turkish-aware), optional phonemes."""
 
 from __future__ import annotations
 
+import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Literal
+
+logger = logging.getLogger(__name__)
 
 Case = Literal["lower", "upper", "keep"]
 
 _SPACES = re.compile(r"\s+")
+
+DOTTED_I_LANGUAGES = {"tr": "Turkish", "az": "Azerbaijani", "tur": "Turkish", "aze": "Azerbaijani",
+                      "turkish": "Turkish", "azerbaijani": "Azerbaijani"}
+"""Languages whose I/i pairs are I/ı and İ/i: lower-casing 'IŞIK' must give 'ışık', not 'işik'."""
+_TURKIC_LOWER = str.maketrans({"I": "ı", "İ": "i"})
+_TURKIC_UPPER = str.maketrans({"i": "İ", "ı": "I"})
+
+
+def language_code(value: str | None) -> str | None:
+    """'tr', 'tr-TR', 'tr_tr', 'Turkish' -> 'tr'; None for values that are not a known language (a dataset config
+    such as 'clean' or 'all' is not one). Known: the ~100 languages of Whisper's tables, and Turkish/Azeri names."""
+    if not value:
+        return None
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    head = re.split(r"[-_]", value.strip().lower())[0]
+    if head in LANGUAGES:
+        return head
+    if head in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[head]
+    return head if head in DOTTED_I_LANGUAGES else None
+
+
+def resolve_text_language(explicit: str | None, *fallbacks: tuple[str, str | None]) -> str | None:
+    """The language transcripts are in: ``--text_language``, else the first fallback (flag name, value) that is a
+    language code. Logs which was used, since it changes how text is lower-cased."""
+    if explicit:
+        return language_code(explicit) or explicit.lower()
+    for flag, value in fallbacks:
+        code = language_code(value)
+        if code:
+            logger.info("Text language %r (from %s); set --text_language to change it.", code, flag)
+            return code
+    return None
 
 
 def chars_to_ignore_pattern(chars_to_ignore: Iterable[str] | None) -> re.Pattern[str] | None:
@@ -46,10 +84,12 @@ class TextNormalizer:
         chars_to_ignore: Sequence[str] | None = None,
         case: Case = "lower",
         phoneme_language: str | None = None,
+        language: str | None = None,
     ) -> None:
         self.pattern = chars_to_ignore_pattern(chars_to_ignore)
         self.case = case
         self.phoneme_language = phoneme_language
+        self.dotted_i = language_code(language) in DOTTED_I_LANGUAGES
         self._phonemizer = None
 
     def __call__(self, text: str) -> str:
@@ -63,14 +103,15 @@ class TextNormalizer:
         return cleaned
 
     def _clean(self, text: str) -> str:
-        text = text if isinstance(text, str) else ""
+        # NFC first: "é" typed as e + U+0301 and as one character must become the same token.
+        text = unicodedata.normalize("NFC", text if isinstance(text, str) else "")
         if self.pattern is not None:
             text = self.pattern.sub("", text)
         if self.case == "lower":
-            text = text.lower()
+            text = (text.translate(_TURKIC_LOWER) if self.dotted_i else text).lower()
         elif self.case == "upper":
-            text = text.upper()
-        return _SPACES.sub(" ", text).strip()
+            text = (text.translate(_TURKIC_UPPER) if self.dotted_i else text).upper()
+        return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
     def _phonemize(self, texts: list[str]) -> list[str]:
         if self._phonemizer is None:

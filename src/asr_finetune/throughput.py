@@ -15,10 +15,12 @@ class ThroughputMeter:
     padding_fraction_sum: float = 0.0
     batches: int = 0
     wait_seconds: float = 0.0
+    bad_rows_skipped: int = 0
     started: float | None = None
     _window: tuple[float, float, float, int, float] | None = None
 
-    def add_batch(self, audio_seconds: float, padded_seconds: float) -> None:
+    def add_batch(self, audio_seconds: float, padded_seconds: float, skipped: int = 0) -> None:
+        self.bad_rows_skipped += skipped
         self.audio_seconds += audio_seconds
         self.padded_seconds += padded_seconds
         self.padding_fraction_sum += 1.0 - audio_seconds / padded_seconds if padded_seconds > 0 else 0.0
@@ -45,13 +47,15 @@ class ThroughputMeter:
         )
 
     def totals(self) -> dict[str, float]:
-        return _figures(
-            time.perf_counter() - self.started,
+        """Figures over the whole run (zeros when no batch was trained, e.g. a rerun of a finished run)."""
+        figures = _figures(
+            time.perf_counter() - self.started if self.started is not None else 0.0,
             self.audio_seconds,
             self.padding_fraction_sum,
             self.batches,
             self.wait_seconds,
         )
+        return {**figures, "bad_rows_skipped": self.bad_rows_skipped}
 
 
 def _figures(wall: float, audio: float, padding_sum: float, batches: int, wait: float) -> dict[str, float]:
