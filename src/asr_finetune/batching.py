@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from .errors import DataError, UsageError
+
 LABEL_PAD = -100
 STAT_KEYS = ("audio_seconds", "padded_seconds")
 """Batch keys a collator adds for throughput accounting; the trainer removes them before the forward pass."""
@@ -21,7 +23,6 @@ BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
 
 def usable_items(items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The items that decoded, and the ids of those skipped under ``--on_bad_row skip``."""
-    from .errors import DataError
     from .features import BAD_ROW_KEY
 
     good = [item for item in items if BAD_ROW_KEY not in item]
@@ -123,12 +124,12 @@ class DurationBatchSampler(Sampler[list[int]]):
             raise ValueError("Give exactly one of max_batch_duration (seconds) or batch_size.")
         longest = max(durations, default=0.0)
         if max_batch_duration is not None and longest > max_batch_duration:
-            raise ValueError(
+            raise UsageError(
                 f"An utterance lasts {longest:.1f}s, more than --max_batch_duration {max_batch_duration}s: raise "
                 "--max_batch_duration or lower --max_duration_in_seconds."
             )
         if len(durations) < num_replicas:
-            raise ValueError(f"{len(durations)} utterances cannot feed {num_replicas} processes.")
+            raise UsageError(f"{len(durations)} utterances cannot feed {num_replicas} processes.")
         self.durations = list(durations)
         self.max_batch_duration = max_batch_duration
         self.fixed_size = batch_size

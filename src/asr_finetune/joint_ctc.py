@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 HEAD = "ctc_head"
@@ -77,12 +79,12 @@ def attach_ctc_head(model: PreTrainedModel, weight: float, special_ids: Sequence
     outside (0, 1).
     """
     if not 0 < weight < 1:
-        raise ValueError(f"--ctc_weight {weight}: use a value between 0 and 1 (0.3 is usual), or 0 to turn it off.")
+        raise UsageError(f"--ctc_weight {weight}: use a value between 0 and 1 (0.3 is usual), or 0 to turn it off.")
     encoder = model.get_encoder()
     if model.config.model_type != "speech-encoder-decoder" or not hasattr(
         encoder, "_get_feature_vector_attention_mask"
     ):
-        raise ValueError(
+        raise UsageError(
             f"--ctc_weight needs a warm-started encoder-decoder with a wav2vec2-like encoder "
             f"(scripts/create_speech_encoder_decoder.py); {model.config.model_type} models take no CTC head."
         )

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, PreTrainedModel
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def load_feature_extractor(name_or_path: str, **kwargs: Any) -> Any:
     try:
         return AutoFeatureExtractor.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise UsageError(
             f"No feature extractor (preprocessor_config.json) found for {name_or_path}: {err}\n"
             "Pass --feature_extractor_name with a model dir or Hub id that has one."
         ) from err

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from .data import DropCounts, drop_rows
+from .errors import UsageError
 from .metrics import TranscriptMetrics, valid_ids
 from .modeling import find_tokenizer, load_feature_extractor, use_mean_loss
 from .text import TextNormalizer
@@ -41,7 +42,7 @@ def load_tokenizer(name_or_path: str, use_fast: bool = True, **kwargs: Any) -> A
     """The tokenizer of a model dir or Hub id; an error that says what to pass when there is none."""
     tokenizer = find_tokenizer(name_or_path, use_fast=use_fast, **kwargs)
     if tokenizer is None:
-        raise ValueError(
+        raise UsageError(
             f"No tokenizer found in {name_or_path}. Pass --tokenizer_name with the decoder's checkpoint or a "
             "tokenizer dir (a model made by scripts/create_speech_encoder_decoder.py carries its decoder's tokenizer)."
         )
@@ -90,7 +91,7 @@ def special_token_ids(decoder_config: Any, tokenizer: Any) -> dict[str, int]:
     }
     missing = [name for name, value in ids.items() if value is None]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"The decoder has no {', '.join(missing)} (neither its config nor its tokenizer defines one). Use a "
             "decoder with BOS/PAD/EOS tokens (BART, mBART, GPT-2 with a pad token, BERT), or set them in its config."
         )
@@ -134,7 +135,7 @@ def create_speech_encoder_decoder(
     )
     decoder_vocab = model.decoder.config.vocab_size
     if len(tokenizer) > decoder_vocab:
-        raise ValueError(
+        raise UsageError(
             f"The tokenizer of {tokenizer_name or decoder} has {len(tokenizer)} tokens but the decoder only "
             f"{decoder_vocab} embeddings: pass the decoder's own tokenizer with --tokenizer_name."
         )
@@ -198,7 +199,7 @@ def load_seq2seq_model(
     use_mean_loss(model)
     for name in ("decoder_start_token_id", "pad_token_id"):
         if getattr(model.config, name, None) is None and getattr(model.generation_config, name, None) is None:
-            raise ValueError(
+            raise UsageError(
                 f"{model_name_or_path or config_name} has no {name}. Make a warm-started model with "
                 "scripts/create_speech_encoder_decoder.py (it sets decoder_start/pad/eos ids from the decoder)."
             )
@@ -238,7 +239,7 @@ def whisper_language_code(language: str) -> str:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
-    raise ValueError(
+    raise UsageError(
         f"--language {language!r} is not a Whisper language. Use a name or code, e.g. english/en, hindi/hi, "
         f"german/de (all {len(LANGUAGES)}: {', '.join(sorted(LANGUAGES))})."
     )
@@ -254,10 +255,10 @@ def set_language_and_task(
     Returns the language code (None when not set). Non-Whisper models take neither flag.
     """
     if task not in TASKS:
-        raise ValueError(f"--task {task!r}: use one of {', '.join(TASKS)}.")
+        raise UsageError(f"--task {task!r}: use one of {', '.join(TASKS)}.")
     if not is_whisper(model.config):
         if language or task != "transcribe":
-            raise ValueError(
+            raise UsageError(
                 f"--language / --task set Whisper's prefix tokens; {model_name} is a {model.config.model_type} "
                 "model without them. Drop these flags (the decoder learns whatever language the transcripts are in)."
             )
@@ -269,7 +270,7 @@ def set_language_and_task(
     if not multilingual:
         if language or task == "translate":
             given = f"--language {language}" if language else "--task translate"
-            raise ValueError(
+            raise UsageError(
                 f"{model_name} is an English-only Whisper checkpoint: it cannot take {given}. Drop the flag to "
                 "fine-tune it on English, or use a multilingual checkpoint (the same name without '.en')."
             )
@@ -277,7 +278,7 @@ def set_language_and_task(
     carried = getattr(generation, "language", None) or getattr(tokenizer, "language", None)
     code = whisper_language_code(language or carried) if (language or carried) else None
     if code and tokenizer.convert_tokens_to_ids(f"<|{code}|>") in (None, tokenizer.unk_token_id):
-        raise ValueError(
+        raise UsageError(
             f"The tokenizer of {model_name} has no <|{code}|> token: --language {language or code} is not "
             "one of this checkpoint's languages."
         )
