@@ -493,3 +493,23 @@ def test_an_error_raised_in_a_loader_worker_keeps_its_type_and_one_line_message(
         next(iter(loader))
     assert "Original Traceback" in str(caught.value)
     assert one_line(caught.value) == "Row 0 (clip.wav): Cannot decode audio clip.wav: truncated."
+
+
+def test_rerun_of_a_finished_seq2seq_command_changes_nothing(corpus: Path, tmp_path: Path) -> None:
+    from asr_finetune.tiny_models import save_tiny_whisper
+
+    texts = [json.loads(line)["text"] for line in (corpus / "train" / "metadata.jsonl").read_text().splitlines()]
+    model = save_tiny_whisper(tmp_path / "whisper", texts, d_model=32, layers=1, heads=2)
+    seq2seq_main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="s2s")["main"]
+    args = [
+        "--model_name_or_path", str(model), "--dataset_name", str(corpus), "--output_dir", str(tmp_path / "out"),
+        "--train_split_name", "train", "--per_device_train_batch_size", "4", "--max_steps", "3",
+        "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true", "--do_train", "--language", "en",
+    ]  # fmt: skip
+    seq2seq_main(args)
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    done = run_script(REPO / "scripts" / "run_speech_recognition_seq2seq.py", args)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Training is already complete" in done.stdout + done.stderr
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 3
