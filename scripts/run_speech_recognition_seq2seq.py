@@ -24,7 +24,8 @@ from asr_finetune.batching import Seq2SeqCollator
 from asr_finetune.checkpoints import resolve_resume
 from asr_finetune.features import SpeechDataset
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import hub_kwargs, load_feature_extractor
+from asr_finetune.metrics import choose_eval_normalizer
+from asr_finetune.modeling import hub_kwargs, load_feature_extractor, weights_dtype
 from asr_finetune.outputs import write_model_card
 from asr_finetune.run import (
     evaluate_and_report,
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     adapt_training_arguments(training_args)
     logger.warning(describe_world(training_args))
     run_eval = evaluation_requested(training_args)
+    dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     if run_eval and not training_args.predict_with_generate:
         logger.warning("WER/CER need generated text: evaluating with --predict_with_generate.")
         training_args.predict_with_generate = True
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_args.model_name_or_path,
         model_args.config_name,
         apply_spec_augment=model_args.apply_spec_augment,
+        dtype=dtype,
         **pretrained,
     )
     seq2seq.freeze(model, feature_encoder=model_args.freeze_feature_encoder, encoder=model_args.freeze_encoder)
@@ -114,7 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
         name: SpeechDataset(split, feature_extractor, data_args.audio_column_name) for name, split in splits.items()
     }
     references = splits["eval"]["text"] if "eval" in splits else []
-    metrics = seq2seq.Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer)
+    eval_normalizer = choose_eval_normalizer(
+        data_args.eval_normalizer,
+        default="english" if seq2seq.is_english(model, language) else "basic",
+        english_spelling=getattr(tokenizer, "english_spelling_normalizer", None),
+    )
+    metrics = seq2seq.Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer, eval_normalizer)
     collator = Seq2SeqCollator(
         feature_extractor,
         decoder_start_token_id=seq2seq.decoder_start_token_id(model),

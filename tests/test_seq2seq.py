@@ -483,3 +483,22 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
     assert len(rows) == 8 and len({row["id"] for row in rows}) == 8
     if joint:
         assert all("ctc_loss" in entry for entry in state["log_history"] if "loss" in entry)
+
+
+def test_a_decoder_with_more_layers_than_its_configs_encoder_generates(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """BART-type configs size the generation cache from encoder_layers: 3 decoder layers over a 1-layer "encoder"
+    crashed inside generate (IndexError). The saved config is made consistent; an inconsistent one is fixed on load."""
+    decoder = save_tiny_bart_decoder(
+        tmp_path / "decoder", corpus_texts(corpus), d_model=32, layers=3, heads=2, encoder_layers=1
+    )
+    create(["--encoder", str(tiny_model), "--decoder", str(decoder), "--output_dir", str(tmp_path / "model")])
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["decoder"]["decoder_layers"] == config["decoder"]["encoder_layers"] == 3
+
+    config["decoder"]["encoder_layers"] = 1  # as saved by other tools
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    model = seq2seq.load_seq2seq_model(str(tmp_path / "model"), None, apply_spec_augment=False)
+    features = wav2vec2_feature_extractor()(np.zeros(16_000, np.float32), sampling_rate=16_000, return_tensors="pt")
+    assert model.generate(features.input_values, max_new_tokens=4, num_beams=1).shape[1] >= 2

@@ -63,6 +63,15 @@ class DataArguments:
             "choices": ["error", "skip"],
         },
     )
+    eval_normalizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also report eval_normalized_wer/cer after Whisper's text normaliser: 'english' (numbers, "
+            "spellings, punctuation, fillers), 'basic' (case, punctuation, symbols) or 'none'. Default: english "
+            "for English Whisper runs, none for phoneme runs, basic otherwise.",
+            "choices": ["english", "basic", "none"],
+        },
+    )
 
 
 @dataclass
@@ -157,6 +166,14 @@ class CTCModelArguments:
     ctc_loss_reduction: str = field(default="mean", metadata={"help": "'mean' or 'sum'.", "choices": ["mean", "sum"]})
     ctc_zero_infinity: bool = field(default=False, metadata={"help": "Zero infinite CTC losses instead of failing."})
     add_adapter: bool = field(default=False, metadata={"help": "Add an adapter on top of the encoder."})
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype to load the weights in. Default float32 (always, when training: mixed precision is "
+            "--fp16/--bf16); float16, bfloat16 or auto (the checkpoint's) for evaluation-only runs.",
+            "choices": ["auto", "float32", "float16", "bfloat16"],
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.model_name_or_path and not self.config_name:
@@ -344,6 +361,14 @@ class Seq2SeqModelArguments:
         metadata={
             "help": "Joint CTC-attention training of a warm-started encoder-decoder: weight of a CTC loss on the "
             "encoder output (0.3 is usual; 0 = off). The CTC head trains only; the saved model does not carry it."
+        },
+    )
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype to load the weights in. Default float32 (always, when training: mixed precision is "
+            "--fp16/--bf16); float16, bfloat16 or auto (the checkpoint's) for evaluation-only runs.",
+            "choices": ["auto", "float32", "float16", "bfloat16"],
         },
     )
 

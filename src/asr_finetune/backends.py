@@ -18,6 +18,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .batching import STAT_KEYS
 from .ctc import CTCEvalMixin
 from .joint_ctc import JointCTCMixin
+from .seq2seq import Seq2SeqEvalMixin
 from .throughput import ThroughputMeter
 
 MPI_ENV = {
@@ -160,7 +161,7 @@ class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
     """Trainer for CTC models."""
 
 
-class SpeechSeq2SeqTrainer(JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
+class SpeechSeq2SeqTrainer(Seq2SeqEvalMixin, JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
     """Trainer for encoder-decoder models (generation in evaluation, optional joint CTC loss)."""
 
 
@@ -251,6 +252,8 @@ def select_backend(argv: Sequence[str], seq2seq: bool = False) -> Backend:
     base, arguments = (
         (GaudiSeq2SeqTrainer, GaudiSeq2SeqTrainingArguments) if seq2seq else (GaudiTrainer, GaudiTrainingArguments)
     )
-    mixins = (JointCTCMixin, SpeechSamplingMixin) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    mixins = (
+        (Seq2SeqEvalMixin, JointCTCMixin, SpeechSamplingMixin) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    )
     trainer = type(f"Speech{base.__name__}", (*mixins, base), {})
     return Backend("habana", arguments, trainer)

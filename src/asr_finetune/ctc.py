@@ -14,7 +14,7 @@ from transformers import Wav2Vec2CTCTokenizer
 
 from .data import DropCounts, drop_rows
 from .metrics import TranscriptMetrics, valid_ids
-from .modeling import find_tokenizer, output_frames
+from .modeling import cast_inputs, find_tokenizer, output_frames
 from .text import TextNormalizer, infer_case
 from .vocab import VOCAB_FILE, build_vocab, save_vocab
 
@@ -115,6 +115,7 @@ class CTCEvalMixin:
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         attention_mask = inputs.get("attention_mask")
+        inputs = cast_inputs(inputs, self.model)
         loss, logits, labels = super().prediction_step(model, inputs, *args, **kwargs)
         if logits is not None and attention_mask is not None:
             logits = blank_padded_frames(logits, attention_mask, self.model)
@@ -133,8 +134,10 @@ class CTCMetrics(TranscriptMetrics):
 
     empty_hint = "the model emits only blanks"
 
-    def __init__(self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str]) -> None:
-        super().__init__(references, metrics)
+    def __init__(
+        self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str], eval_normalizer: Any = None
+    ) -> None:
+        super().__init__(references, metrics, eval_normalizer)
         self.tokenizer = tokenizer
 
     def decode(self, ids: np.ndarray) -> list[str]:

@@ -7,9 +7,49 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, PreTrainedModel
 
 logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def dtype_kwargs(dtype: torch.dtype | str) -> dict[str, Any]:
+    """The ``from_pretrained`` / ``from_config`` keyword for the weights' dtype: ``dtype`` from transformers 4.56 on,
+    ``torch_dtype`` before."""
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+def weights_dtype(torch_dtype: str | None, training: bool) -> torch.dtype | str:
+    """The dtype to load a model in for ``--torch_dtype`` (default float32).
+
+    transformers 5.x keeps a checkpoint's saved dtype, so an fp16 checkpoint (Whisper large-v3, distil-whisper)
+    would load in fp16: evaluation then fails on float32 inputs and training would update fp16 weights. Training
+    always loads float32 (mixed precision is ``--fp16`` / ``--bf16``); other dtypes are for evaluation-only runs.
+    """
+    if torch_dtype in (None, "float32"):
+        return torch.float32
+    if torch_dtype not in TORCH_DTYPES:
+        raise ValueError(f"--torch_dtype {torch_dtype!r}: use one of {', '.join(TORCH_DTYPES)}.")
+    if training:
+        raise ValueError(
+            f"--torch_dtype {torch_dtype} is for evaluation-only runs: training loads the weights in float32 and "
+            "keeps them there. For mixed precision pass --fp16 or --bf16 instead."
+        )
+    return torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)
+
+
+def cast_inputs(inputs: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Floating-point model inputs in the model's dtype (a float16 model evaluated on float32 features fails)."""
+    dtype = getattr(model, "dtype", torch.float32)
+    if dtype == torch.float32:
+        return inputs
+    return {
+        key: value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+        for key, value in inputs.items()
+    }
 
 
 def hub_kwargs(cache_dir: str | None, revision: str | None, token: str | None, trust_remote_code: bool) -> dict:
@@ -52,11 +92,13 @@ def load_ctc_model(
     config_name: str | None,
     overrides: dict[str, Any],
     tokenizer: Any,
+    dtype: torch.dtype | str = torch.float32,
     **kwargs: Any,
 ) -> PreTrainedModel:
     """A CTC model whose head matches ``tokenizer``; a mismatched or missing head is (re)initialised and logged.
 
-    With ``config_name`` and no ``model_name_or_path`` the model starts from random weights.
+    With ``config_name`` and no ``model_name_or_path`` the model starts from random weights. ``dtype``: see
+    :func:`weights_dtype`.
     """
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
     previous_vocab = getattr(config, "vocab_size", None)
@@ -69,9 +111,14 @@ def load_ctc_model(
     )
     if not model_name_or_path:
         logger.info("Training from scratch: random weights from config %s.", config_name)
-        return AutoModelForCTC.from_config(config)
+        return AutoModelForCTC.from_config(config, **dtype_kwargs(torch.float32 if dtype == "auto" else dtype))
     model, info = AutoModelForCTC.from_pretrained(
-        model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+        model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
+        **dtype_kwargs(dtype),
+        **kwargs,
     )
     head_missing = any(key.startswith("lm_head") for key in info.get("missing_keys", []))
     head_mismatched = any(

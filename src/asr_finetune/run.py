@@ -50,7 +50,7 @@ def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, reference
     trainer.log_metrics("eval", results)
     trainer.save_metrics("eval", results)
     if trainer.is_world_process_zero():
-        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses)
+        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
         write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
         worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
         for row in worst:

@@ -26,7 +26,7 @@ from transformers import (
 
 from .data import DropCounts, drop_rows
 from .metrics import TranscriptMetrics, valid_ids
-from .modeling import find_tokenizer, load_feature_extractor, use_mean_loss
+from .modeling import cast_inputs, dtype_kwargs, find_tokenizer, load_feature_extractor, use_mean_loss
 from .text import TextNormalizer
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ def create_speech_encoder_decoder(
     decoder_config = AutoConfig.from_pretrained(decoder)
     decoder_config.is_decoder = True
     decoder_config.add_cross_attention = True
+    consistent_decoder_layers(decoder_config, decoder)
     torch.manual_seed(seed)
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         encoder,
@@ -132,6 +133,7 @@ def create_speech_encoder_decoder(
         encoder_layerdrop=encoder_layerdrop,
         decoder_config=decoder_config,
     )
+    model.float()  # an fp16 encoder or decoder checkpoint stays fp16 on transformers 5.x; training wants float32
     decoder_vocab = model.decoder.config.vocab_size
     if len(tokenizer) > decoder_vocab:
         raise ValueError(
@@ -148,6 +150,32 @@ def create_speech_encoder_decoder(
     model.save_pretrained(str(output_dir))
     save_processor(output_dir, make_processor(feature_extractor, tokenizer), feature_extractor, tokenizer)
     return model
+
+
+def consistent_decoder_layers(decoder_config: Any, name: str) -> None:
+    """Make a decoder config's layer count what the generation cache is sized by.
+
+    transformers sizes the key/value cache from ``num_hidden_layers``, which BART-type configs map to
+    ``encoder_layers``; a decoder taken from such a config with more decoder than encoder layers fails inside
+    ``generate`` with an IndexError. Its encoder part is never built here, so ``encoder_layers`` is set to the
+    decoder's count (and saved so). A config that still disagrees is refused by name.
+    """
+    layers = getattr(decoder_config, "decoder_layers", None)
+    if not isinstance(layers, int) or getattr(decoder_config, "num_hidden_layers", layers) == layers:
+        return
+    if hasattr(decoder_config, "encoder_layers"):
+        logger.info(
+            "%s: %s config with %d decoder and %d encoder layers; setting encoder_layers = %d in the decoder config "
+            "(the generation cache is sized from it; the encoder half is not used).",
+            name, decoder_config.model_type, layers, decoder_config.encoder_layers, layers,
+        )  # fmt: skip
+        decoder_config.encoder_layers = layers
+    if getattr(decoder_config, "num_hidden_layers", layers) != layers:
+        raise ValueError(
+            f"{name}: the decoder config has decoder_layers={layers} but num_hidden_layers="
+            f"{decoder_config.num_hidden_layers}; generation would index past its cache. Make them equal in its "
+            "config.json."
+        )
 
 
 def check_generation(model: PreTrainedModel, feature_extractor: Any) -> None:
@@ -176,13 +204,21 @@ def _decoder_config(config: Any) -> Any:
 
 
 def load_seq2seq_model(
-    model_name_or_path: str | None, config_name: str | None, *, apply_spec_augment: bool, **kwargs: Any
+    model_name_or_path: str | None,
+    config_name: str | None,
+    *,
+    apply_spec_augment: bool,
+    dtype: torch.dtype | str = torch.float32,
+    **kwargs: Any,
 ) -> PreTrainedModel:
     """A speech seq2seq model (Whisper, warm-started encoder-decoder, ...), SpecAugment on or off as asked.
 
-    With ``config_name`` alone the model starts from random weights.
+    With ``config_name`` alone the model starts from random weights. ``dtype``: float32 unless evaluating only
+    (:func:`asr_finetune.modeling.weights_dtype`); transformers 5.x would otherwise keep an fp16 checkpoint in fp16.
     """
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
+    if getattr(config, "model_type", None) == "speech-encoder-decoder":
+        consistent_decoder_layers(config.decoder, model_name_or_path or config_name)
     encoder_config = _encoder_config(config)
     if hasattr(encoder_config, "apply_spec_augment"):
         encoder_config.apply_spec_augment = apply_spec_augment
@@ -191,10 +227,14 @@ def load_seq2seq_model(
             "%s encoders have no SpecAugment setting: --apply_spec_augment has no effect.", encoder_config.model_type
         )
     if model_name_or_path:
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, config=config, **kwargs)
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(
+            model_name_or_path, config=config, **dtype_kwargs(dtype), **kwargs
+        )
     else:
         logger.info("Training from scratch: random weights from config %s.", config_name)
-        model = AutoModelForSpeechSeq2Seq.from_config(config)
+        model = AutoModelForSpeechSeq2Seq.from_config(
+            config, **dtype_kwargs(torch.float32 if dtype == "auto" else dtype)
+        )
     use_mean_loss(model)
     for name in ("decoder_start_token_id", "pad_token_id"):
         if getattr(model.config, name, None) is None and getattr(model.generation_config, name, None) is None:
@@ -300,6 +340,17 @@ def set_language_and_task(
     return code
 
 
+def is_english(model: PreTrainedModel, language: str | None) -> bool:
+    """True for a Whisper run on English: an English-only (``.en``) checkpoint or ``--language en``."""
+    if not is_whisper(model.config):
+        return False
+    generation = model.generation_config
+    multilingual = getattr(generation, "is_multilingual", None)
+    if multilingual is None:
+        multilingual = bool(getattr(generation, "lang_to_id", None))
+    return language == "en" or not multilingual
+
+
 def complete_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:
     """Give generation the start / pad / eos ids the model config has, so evaluation and the pipeline agree."""
     generation = model.generation_config
@@ -397,9 +448,14 @@ class Seq2SeqMetrics(TranscriptMetrics):
     empty_hint = "the model ends every sequence at once"
 
     def __init__(
-        self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str], normalizer: TextNormalizer
+        self,
+        tokenizer: Any,
+        references: Sequence[str],
+        metrics: Sequence[str],
+        normalizer: TextNormalizer,
+        eval_normalizer: Any = None,
     ) -> None:
-        super().__init__(references, metrics)
+        super().__init__(references, metrics, eval_normalizer)
         self.tokenizer = tokenizer
         self.normalizer = normalizer
 
@@ -407,3 +463,10 @@ class Seq2SeqMetrics(TranscriptMetrics):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         texts = self.tokenizer.batch_decode(valid_ids(ids, pad), skip_special_tokens=True)
         return self.normalizer.batch(texts)
+
+
+class Seq2SeqEvalMixin:
+    """Evaluation steps of the seq2seq trainers: inputs in the model's dtype (``--torch_dtype float16`` runs)."""
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return super().prediction_step(model, cast_inputs(inputs, self.model), *args, **kwargs)
