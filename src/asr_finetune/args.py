@@ -313,7 +313,27 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         return tuple(parser.parse_dict(config))
     argv, notes = translate_legacy_argv(argv, training_fields)
     _log_notes(notes)
+    argv = _complete_bare_switches(argv, dataclass_types)
     return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def _complete_bare_switches(argv: list[str], dataclass_types: Sequence[type]) -> list[str]:
+    """``--flag`` alone means ``--flag true`` also for ``bool | None = None`` fields (unset = "the model's own
+    setting"), which HfArgumentParser would otherwise make demand a value."""
+    names = {
+        f"--{f.name}"
+        for cls in dataclass_types
+        if dataclasses.is_dataclass(cls)
+        for f in dataclasses.fields(cls)
+        if f.default is None and str(f.type).replace(" ", "") in ("bool|None", "Optional[bool]")
+    }
+    out: list[str] = []
+    for index, token in enumerate(argv):
+        out.append(token)
+        following = argv[index + 1] if index + 1 < len(argv) else "--"
+        if token in names and following.startswith("--"):
+            out.append("true")
+    return out
 
 
 def _log_notes(notes: list[str]) -> None:
@@ -349,11 +369,11 @@ class Seq2SeqModelArguments:
         default=True, metadata={"help": "Do not train the convolutional front end (wav2vec2-like encoders)."}
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (an adapter still trains)."})
-    apply_spec_augment: bool = field(
-        default=False,
+    apply_spec_augment: bool | None = field(
+        default=None,
         metadata={
-            "help": "SpecAugment on the encoder input (Whisper; wav2vec2-like encoders of an encoder-decoder), "
-            "with the mask settings of the model's config."
+            "help": "SpecAugment on the encoder input, with the mask settings of the model's config. Default: off "
+            "for Whisper, the encoder config's own setting for a wav2vec2-like encoder (as the reference script)."
         },
     )
     ctc_weight: float = field(

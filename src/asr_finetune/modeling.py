@@ -120,6 +120,7 @@ def load_ctc_model(
         **dtype_kwargs(dtype),
         **kwargs,
     )
+    freeze_unused_mask_embedding(model)
     head_missing = any(key.startswith("lm_head") for key in info.get("missing_keys", []))
     head_mismatched = any(
         str(entry[0] if isinstance(entry, tuple) else entry).startswith("lm_head")
@@ -156,3 +157,21 @@ def use_mean_loss(model: PreTrainedModel) -> PreTrainedModel:
     """
     model.accepts_loss_kwargs = False
     return model
+
+
+def freeze_unused_mask_embedding(model: PreTrainedModel) -> None:
+    """Exclude a wav2vec2-like encoder's SpecAugment mask embedding from training when nothing uses it.
+
+    ``masked_spec_embed`` exists whenever the config has a masking probability, but only time masking with
+    ``apply_spec_augment`` puts it in the graph. An unused trainable parameter stops a multi-process run at its
+    second step when DDP's unused-parameter search is off (the Trainer turns it off under gradient checkpointing).
+    """
+    for module in model.modules():
+        embed = getattr(module, "masked_spec_embed", None)
+        config = getattr(module, "config", None)
+        if not isinstance(embed, torch.nn.Parameter) or config is None:
+            continue
+        used = getattr(config, "apply_spec_augment", True) and getattr(config, "mask_time_prob", 0) > 0
+        if not used and embed.requires_grad:
+            embed.requires_grad_(False)
+            logger.info("SpecAugment time masking is off: its mask embedding is not trained.")

@@ -3,6 +3,7 @@ decoder, generation settings, freezing, and metrics from generated text."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +27,14 @@ from transformers import (
 
 from .data import DropCounts, drop_rows
 from .metrics import TranscriptMetrics, valid_ids
-from .modeling import cast_inputs, dtype_kwargs, find_tokenizer, load_feature_extractor, use_mean_loss
+from .modeling import (
+    cast_inputs,
+    dtype_kwargs,
+    find_tokenizer,
+    freeze_unused_mask_embedding,
+    load_feature_extractor,
+    use_mean_loss,
+)
 from .text import TextNormalizer
 
 logger = logging.getLogger(__name__)
@@ -207,7 +215,7 @@ def load_seq2seq_model(
     model_name_or_path: str | None,
     config_name: str | None,
     *,
-    apply_spec_augment: bool,
+    apply_spec_augment: bool | None,
     dtype: torch.dtype | str = torch.float32,
     **kwargs: Any,
 ) -> PreTrainedModel:
@@ -220,8 +228,15 @@ def load_seq2seq_model(
     if getattr(config, "model_type", None) == "speech-encoder-decoder":
         consistent_decoder_layers(config.decoder, model_name_or_path or config_name)
     encoder_config = _encoder_config(config)
+    if apply_spec_augment is None and is_whisper(config):
+        apply_spec_augment = False  # the reference's default for Whisper; other encoders keep their config's
     if hasattr(encoder_config, "apply_spec_augment"):
-        encoder_config.apply_spec_augment = apply_spec_augment
+        if apply_spec_augment is not None:
+            encoder_config.apply_spec_augment = apply_spec_augment
+        logger.info(
+            "SpecAugment in the %s encoder: %s.", encoder_config.model_type,
+            "on" if encoder_config.apply_spec_augment else "off",
+        )  # fmt: skip
     elif apply_spec_augment:
         logger.warning(
             "%s encoders have no SpecAugment setting: --apply_spec_augment has no effect.", encoder_config.model_type
@@ -236,6 +251,7 @@ def load_seq2seq_model(
             config, **dtype_kwargs(torch.float32 if dtype == "auto" else dtype)
         )
     use_mean_loss(model)
+    freeze_unused_mask_embedding(model)
     for name in ("decoder_start_token_id", "pad_token_id"):
         if getattr(model.config, name, None) is None and getattr(model.generation_config, name, None) is None:
             raise ValueError(
@@ -466,7 +482,19 @@ class Seq2SeqMetrics(TranscriptMetrics):
 
 
 class Seq2SeqEvalMixin:
-    """Evaluation steps of the seq2seq trainers: inputs in the model's dtype (``--torch_dtype float16`` runs)."""
+    """Evaluation of the seq2seq trainers.
+
+    - Every utterance scored once with several processes: Seq2SeqTrainer gathers predictions with a plain
+      ``gather``, which keeps the copies accelerate adds to fill the last batch of each process (7 clips on 2
+      processes x 4 gave 8 predictions). Here it gathers with ``gather_for_metrics``, as the CTC trainer does,
+      which drops them.
+    - Inputs in the model's dtype (``--torch_dtype float16`` runs).
+    """
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        gather = self.accelerator.gather_for_metrics
+        self.gather_function = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
+        return super().evaluation_loop(*args, **kwargs)
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         return super().prediction_step(model, cast_inputs(inputs, self.model), *args, **kwargs)
