@@ -90,12 +90,15 @@ def main(argv: list[str] | None = None) -> dict:
     language = seq2seq.set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     seq2seq.complete_generation_config(model, tokenizer)
 
-    # 4. Data: load, check, normalise text, filter by duration (headers only); labels the decoder can take
+    # 4. Data: load, check, normalise text, filter by duration (headers only; evaluation keeps long recordings);
+    #    labels the decoder can take
     splits, drops = load_splits(data_args, training_args, normalizer.batch, model_args.cache_dir, run_eval)
     unknown = {}
     for name, split in splits.items():
-        split = seq2seq.drop_longer_than_window(split, feature_extractor, drops[name])
-        split = seq2seq.add_labels(split, tokenizer, model, drops[name])
+        if name == "train":  # evaluation decodes longer clips with long-form generation
+            split = seq2seq.drop_longer_than_window(split, feature_extractor, drops[name])
+        long_form = seq2seq.input_window_seconds(feature_extractor) if name == "eval" else None
+        split = seq2seq.add_labels(split, tokenizer, model, drops[name], long_form_after=long_form)
         if name == "train":
             split = seq2seq.drop_too_short_for_masking(split, model, feature_extractor.sampling_rate, drops[name])
         unknown[name] = seq2seq.unrepresentable_characters(split["text"], split["labels"], tokenizer)

@@ -1,25 +1,42 @@
 #!/usr/bin/env python
-"""Transcribe audio files with a fine-tuned model directory (or Hub id) through transformers' pipeline."""
+"""Transcribe audio files of any length with a fine-tuned model directory (or Hub id): CTC or seq2seq.
+
+Whisper decodes recordings longer than 30 s with sequential long-form generation, CTC models in overlapping
+chunks (asr_finetune.longform); a 10-minute file is transcribed whole.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from transformers import pipeline
+import torch
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
+from asr_finetune import longform
 from asr_finetune.audio import load_audio
+from asr_finetune.modeling import dtype_kwargs, weights_dtype
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="output_dir of a fine-tuning run, or a Hub id")
+    parser.add_argument(
+        "--torch_dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"],
+        help="dtype to run the model in (default float32; fp16 checkpoints are upcast)",
+    )  # fmt: skip
+    parser.add_argument("--num_beams", type=int, default=None, help="beam width for seq2seq models")
     parser.add_argument("audio", nargs="+", help="wav / flac / ogg / mp3 files")
-    args = parser.parse_args()
-    asr = pipeline("automatic-speech-recognition", model=args.model)
-    rate = asr.feature_extractor.sampling_rate
-    for path in args.audio:
-        text = asr({"raw": load_audio(path, rate), "sampling_rate": rate})["text"]
-        print(f"{path}\t{text}")
+    args = parser.parse_args(argv)
+    dtype = weights_dtype(args.torch_dtype, training=False)
+    config = AutoConfig.from_pretrained(args.model)
+    model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
+    model = model_class.from_pretrained(args.model, **dtype_kwargs(dtype))
+    processor = AutoProcessor.from_pretrained(args.model)
+    rate = getattr(processor, "feature_extractor", processor).sampling_rate
+    generation = {"num_beams": args.num_beams} if args.num_beams else {}
+    with torch.no_grad():
+        for path in args.audio:
+            print(f"{path}\t{longform.transcribe(model, processor, load_audio(path, rate), **generation)}", flush=True)
 
 
 if __name__ == "__main__":

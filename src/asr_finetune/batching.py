@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -197,7 +198,11 @@ class Seq2SeqCollator(CTCCollator):
     input_seconds: float | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = super().__call__(items)
+        window = getattr(self.feature_extractor, "nb_max_frames", None) if self.input_seconds else None
+        if window and any(np.shape(item["input_features"])[-1] > window for item in items):
+            batch = self._pad_long_features(items)
+        else:
+            batch = super().__call__(items)
         labels = batch.get("labels")
         start = self.decoder_start_token_id
         if labels is not None and start is not None and labels.shape[1] > 0 and bool((labels[:, 0] == start).all()):
@@ -205,6 +210,17 @@ class Seq2SeqCollator(CTCCollator):
         if self.input_seconds is not None:
             batch.update(audio_stats(items, self.input_seconds))
         return batch
+
+    def _pad_long_features(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Evaluation batches with clips longer than Whisper's window: unclipped features, right-padded, with the
+        frame-level attention mask long-form generation needs (see :mod:`asr_finetune.longform`)."""
+        from .longform import pad_features
+
+        features, mask = pad_features([item["input_features"] for item in items])
+        batch = {"input_features": features, "attention_mask": mask}
+        if "labels" in items[0]:
+            batch["labels"] = pad_labels([item["labels"] for item in items])
+        return {**batch, **audio_stats(items)}
 
 
 @dataclass

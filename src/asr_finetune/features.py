@@ -8,6 +8,7 @@ import datasets
 import torch
 
 from .audio import load_audio
+from .longform import extract_features
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -34,7 +35,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         row = self.rows[index]
         sampling_rate = self.feature_extractor.sampling_rate
         samples = load_audio(row[self.audio_column], sampling_rate)
-        features = self.feature_extractor(samples, sampling_rate=sampling_rate)
+        features = extract_features(self.feature_extractor, samples, sampling_rate)
         item = {self.input_name: features[self.input_name][0], "seconds": len(samples) / sampling_rate}
         if self.has_labels:
             item["labels"] = row["labels"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -126,7 +127,9 @@ def load_splits(
     splits, drops = {}, {}
     with training_args.main_process_first(desc="dataset preparation"):
         for name, expression, max_samples in wanted:
-            splits[name], drops[name] = prepare_split(config, expression, normalize, max_samples=max_samples)
+            # Evaluation keeps long recordings: they are decoded in chunks (asr_finetune.longform), not dropped.
+            split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
+            splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
     return splits, drops
 
 

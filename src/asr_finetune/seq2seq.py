@@ -25,6 +25,7 @@ from transformers import (
     WhisperProcessor,
 )
 
+from . import longform
 from .data import DropCounts, drop_rows
 from .metrics import TranscriptMetrics, valid_ids
 from .modeling import (
@@ -406,11 +407,17 @@ def drop_longer_than_window(dataset: datasets.Dataset, feature_extractor: Any, d
 
 
 def add_labels(
-    dataset: datasets.Dataset, tokenizer: Any, model: PreTrainedModel, drops: DropCounts
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    model: PreTrainedModel,
+    drops: DropCounts,
+    long_form_after: float | None = None,
 ) -> datasets.Dataset:
     """Add ``labels`` (token ids with the tokenizer's prefix and end tokens) and drop those the decoder cannot take.
 
-    The leading decoder-start token, which the collator strips, does not count towards the limit.
+    The leading decoder-start token, which the collator strips, does not count towards the limit. Clips longer
+    than ``long_form_after`` seconds (evaluation with long-form generation) are kept whatever their label length:
+    no loss is computed for them.
     """
     labels = tokenizer(list(dataset["text"])).input_ids
     dataset = dataset.add_column("labels", labels)
@@ -419,9 +426,9 @@ def add_labels(
         return dataset
     start = decoder_start_token_id(model)
     lengths = [len(seq) - (1 if seq and seq[0] == start else 0) for seq in labels]
-    return drop_rows(
-        dataset, [n <= limit for n in lengths], f"transcripts longer than the decoder's {limit} positions", drops
-    )
+    after = long_form_after if long_form_after is not None else float("inf")
+    keep = [n <= limit or d > after for n, d in zip(lengths, dataset["duration"], strict=True)]
+    return drop_rows(dataset, keep, f"transcripts longer than the decoder's {limit} positions", drops)
 
 
 def drop_too_short_for_masking(
@@ -496,5 +503,31 @@ class Seq2SeqEvalMixin:
         self.gather_function = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
         return super().evaluation_loop(*args, **kwargs)
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        return super().prediction_step(model, cast_inputs(inputs, self.model), *args, **kwargs)
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, *args: Any, **kwargs: Any
+    ) -> Any:
+        inputs = cast_inputs(inputs, self.model)
+        features = inputs.get("input_features")
+        window = 2 * getattr(self.model.config, "max_source_positions", 0)  # Whisper: 3000 frames
+        if features is None or not is_whisper(self.model.config) or features.shape[-1] <= window:
+            return super().prediction_step(model, inputs, prediction_loss_only, *args, **kwargs)
+        return self._long_form_step(inputs, window, prediction_loss_only)
+
+    def _long_form_step(self, inputs: dict[str, Any], window: int, prediction_loss_only: bool) -> Any:
+        """A batch holding Whisper clips longer than 30 s: the loss over its clips up to 30 s (NaN without any;
+        transformers 5.x leaves NaN batches out of eval_loss), and long-form generation for the long ones."""
+        inputs = self._prepare_inputs(inputs)
+        features, mask, labels = inputs["input_features"], inputs["attention_mask"], inputs.get("labels")
+        short = mask.sum(-1) <= window
+        loss = torch.tensor(float("nan"), device=features.device)
+        self.model.eval()
+        with torch.no_grad():
+            if labels is not None and bool(short.any()):
+                short_labels = labels[short]
+                width = int((short_labels >= 0).any(0).nonzero().max()) + 1 if bool((short_labels >= 0).any()) else 1
+                loss = self.model(input_features=features[short][..., :window], labels=short_labels[:, :width]).loss
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            gen_kwargs = dict(getattr(self, "_gen_kwargs", {}) or {})
+            ids = longform.generate_whisper(self.model, features, mask, window, **gen_kwargs)
+        return loss.detach(), ids, labels
