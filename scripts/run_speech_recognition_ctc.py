@@ -19,7 +19,8 @@ from asr_finetune.errors import DataError
 from asr_finetune.features import SpeechDataset
 from asr_finetune.launch import prepare_launch_environment
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor, use_mean_loss
+from asr_finetune.metrics import choose_eval_normalizer
+from asr_finetune.modeling import hub_kwargs, load_ctc_model, load_feature_extractor, use_mean_loss, weights_dtype
 from asr_finetune.outputs import write_model_card
 from asr_finetune.run import (
     evaluate_and_report,
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     adapt_training_arguments(training_args)
     run_eval = evaluation_requested(training_args)
+    dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     resume = prepare_run(training_args)
     pretrained = hub_kwargs(
         model_args.cache_dir, model_args.model_revision, data_args.token, data_args.trust_remote_code
@@ -105,7 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
     # 5. Model with a head that matches the tokenizer; labels that CTC can fit
     set_seed(training_args.seed)
     model = load_ctc_model(
-        model_args.model_name_or_path, model_args.config_name, model_args.config_overrides(), tokenizer, **pretrained
+        model_args.model_name_or_path,
+        model_args.config_name,
+        model_args.config_overrides(),
+        tokenizer,
+        dtype=dtype,
+        **pretrained,
     )
     use_mean_loss(model)
     if model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
@@ -132,7 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
         name: SpeechDataset(split, feature_extractor, data_args.audio_column_name, data_args.on_bad_row)
         for name, split in splits.items()
     }
-    metrics = ctc.CTCMetrics(tokenizer, splits["eval"]["text"] if "eval" in splits else [], data_args.eval_metrics)
+    eval_normalizer = choose_eval_normalizer(
+        data_args.eval_normalizer, default="none" if data_args.phoneme_language else "basic"
+    )
+    metrics = ctc.CTCMetrics(
+        tokenizer, splits["eval"]["text"] if "eval" in splits else [], data_args.eval_metrics, eval_normalizer
+    )
     trainer = backend.trainer_class(
         model=model,
         args=training_args,

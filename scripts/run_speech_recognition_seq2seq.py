@@ -19,7 +19,8 @@ from asr_finetune.batching import Seq2SeqCollator
 from asr_finetune.features import SpeechDataset
 from asr_finetune.launch import prepare_launch_environment
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import hub_kwargs, load_feature_extractor
+from asr_finetune.metrics import choose_eval_normalizer
+from asr_finetune.modeling import hub_kwargs, load_feature_extractor, weights_dtype
 from asr_finetune.outputs import write_model_card
 from asr_finetune.run import (
     evaluate_and_report,
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     adapt_training_arguments(training_args)
     run_eval = evaluation_requested(training_args)
+    dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     if run_eval and not training_args.predict_with_generate:
         logger.warning("WER/CER need generated text: evaluating with --predict_with_generate.")
         training_args.predict_with_generate = True
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_args.model_name_or_path,
         model_args.config_name,
         apply_spec_augment=model_args.apply_spec_augment,
+        dtype=dtype,
         **pretrained,
     )
     seq2seq.freeze(model, feature_encoder=model_args.freeze_feature_encoder, encoder=model_args.freeze_encoder)
@@ -86,12 +89,15 @@ def main(argv: list[str] | None = None) -> dict:
     language = seq2seq.set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     seq2seq.complete_generation_config(model, tokenizer)
 
-    # 4. Data: load, check, normalise text, filter by duration (headers only); labels the decoder can take
+    # 4. Data: load, check, normalise text, filter by duration (headers only; evaluation keeps long recordings);
+    #    labels the decoder can take
     splits, drops = load_splits(data_args, training_args, normalizer.batch, model_args.cache_dir, run_eval)
     unknown = {}
     for name, split in splits.items():
-        split = seq2seq.drop_longer_than_window(split, feature_extractor, drops[name])
-        split = seq2seq.add_labels(split, tokenizer, model, drops[name])
+        if name == "train":  # evaluation decodes longer clips with long-form generation
+            split = seq2seq.drop_longer_than_window(split, feature_extractor, drops[name])
+        long_form = seq2seq.input_window_seconds(feature_extractor) if name == "eval" else None
+        split = seq2seq.add_labels(split, tokenizer, model, drops[name], long_form_after=long_form)
         if name == "train":
             split = seq2seq.drop_too_short_for_masking(split, model, feature_extractor.sampling_rate, drops[name])
         unknown[name] = seq2seq.unrepresentable_characters(split["text"], split["labels"], tokenizer)
@@ -115,7 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
         for name, split in splits.items()
     }
     references = splits["eval"]["text"] if "eval" in splits else []
-    metrics = seq2seq.Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer)
+    eval_normalizer = choose_eval_normalizer(
+        data_args.eval_normalizer,
+        default="english" if seq2seq.is_english(model, language) else "basic",
+        english_spelling=getattr(tokenizer, "english_spelling_normalizer", None),
+    )
+    metrics = seq2seq.Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer, eval_normalizer)
     collator = Seq2SeqCollator(
         feature_extractor,
         decoder_start_token_id=seq2seq.decoder_start_token_id(model),

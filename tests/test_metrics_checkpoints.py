@@ -73,3 +73,22 @@ def test_explicit_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
         resolve_resume(tmp_path, "true")
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         resolve_resume(tmp_path, str(_checkpoint(tmp_path, 5, complete=False)))
+
+
+def test_whisper_normalisers_remove_formatting_not_words() -> None:
+    from asr_finetune.metrics import TranscriptMetrics, make_eval_normalizer
+
+    english, basic = make_eval_normalizer("english"), make_eval_normalizer("basic")
+    assert english("I paid $29 for the aligner.") == english("i paid twenty nine dollars for the aligner")
+    assert english("Mr. Smith, um, two nine three four zero") == "mister smith 29340"
+    assert basic("Bonjour, Monsieur Dupont !") == "bonjour monsieur dupont"
+    assert make_eval_normalizer("none") is None
+
+    class Identity(TranscriptMetrics):
+        def decode(self, ids):
+            return list(ids)
+
+    metrics = Identity(["the aligner", "it cost twenty dollars"], ["wer"], english)
+    result = metrics(type("P", (), {"predictions": ["The aligner.", "It cost $20."]})())
+    assert result["wer"] > 0.5 and result["normalized_wer"] == 0.0
+    assert metrics.normalized_forms()["normalized_hypotheses"] == ["the aligner", "it cost $20"]

@@ -334,8 +334,13 @@ def test_model_options_freeze_and_spec_augment(tiny_whisper: Path, warm_started:
     assert not any(p.requires_grad for p in whisper.get_encoder().parameters())
     assert all(p.requires_grad for p in whisper.get_decoder().parameters())
 
+    whisper_default = seq2seq.load_seq2seq_model(str(tiny_whisper), None, apply_spec_augment=None)
+    assert whisper_default.config.apply_spec_augment is False
+    default = seq2seq.load_seq2seq_model(str(warm_started), None, apply_spec_augment=None)
+    assert default.config.encoder.apply_spec_augment is True and default.encoder.masked_spec_embed.requires_grad
     pair = seq2seq.load_seq2seq_model(str(warm_started), None, apply_spec_augment=False)
     assert pair.config.encoder.apply_spec_augment is False
+    assert not pair.encoder.masked_spec_embed.requires_grad  # unused: DDP would wait for its gradient
     seq2seq.freeze(pair, feature_encoder=True, encoder=False)
     assert not any(p.requires_grad for p in pair.encoder.feature_extractor.parameters())
     assert all(p.requires_grad for p in pair.encoder.encoder.parameters())
@@ -398,7 +403,7 @@ def test_every_reference_seq2seq_flag_and_the_seed_commands_parse(caplog: pytest
     assert (defaults[0].freeze_feature_encoder, defaults[0].freeze_encoder, defaults[0].apply_spec_augment) == (
         True,
         False,
-        False,
+        None,  # Whisper: off; a wav2vec2-like encoder keeps its config's setting
     )
     assert (defaults[1].train_split_name, defaults[1].eval_split_name, defaults[1].task) == (
         "train",
@@ -483,3 +488,54 @@ def test_torchrun_two_processes(warm_started: Path, corpus: Path, tmp_path: Path
     assert len(rows) == 8 and len({row["id"] for row in rows}) == 8
     if joint:
         assert all("ctc_loss" in entry for entry in state["log_history"] if "loss" in entry)
+
+
+def test_a_decoder_with_more_layers_than_its_configs_encoder_generates(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """BART-type configs size the generation cache from encoder_layers: 3 decoder layers over a 1-layer "encoder"
+    crashed inside generate (IndexError). The saved config is made consistent; an inconsistent one is fixed on load."""
+    decoder = save_tiny_bart_decoder(
+        tmp_path / "decoder", corpus_texts(corpus), d_model=32, layers=3, heads=2, encoder_layers=1
+    )
+    create(["--encoder", str(tiny_model), "--decoder", str(decoder), "--output_dir", str(tmp_path / "model")])
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["decoder"]["decoder_layers"] == config["decoder"]["encoder_layers"] == 3
+
+    config["decoder"]["encoder_layers"] = 1  # as saved by other tools
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    model = seq2seq.load_seq2seq_model(str(tmp_path / "model"), None, apply_spec_augment=False)
+    features = wav2vec2_feature_extractor()(np.zeros(16_000, np.float32), sampling_rate=16_000, return_tensors="pt")
+    assert model.generate(features.input_values, max_new_tokens=4, num_beams=1).shape[1] >= 2
+
+
+def test_seed_multi_gpu_command_with_gradient_checkpointing_and_an_uneven_eval_set(
+    warm_started: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """The seed README's `python -m torch.distributed.launch ... --gradient_checkpointing` on 2 processes: the
+    encoder's SpecAugment embedding trains (DDP without unused-parameter detection needs every parameter to get a
+    gradient), and 7 eval clips over 2 processes x batch 4 are each scored once."""
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    out = tmp_path / "launch"
+    args = seq2seq_args(warm_started, corpus, out, "--do_train", "--do_eval", "--max_steps", "3",
+                        "--gradient_checkpointing", "--max_eval_samples", "7")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "2", "--master_port", free_port(),
+         str(SCRIPT), *args],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("World: 2 process(es)") == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    config = json.loads((out / "config.json").read_text())
+    assert config["encoder"]["apply_spec_augment"] is True  # the reference keeps the encoder's SpecAugment
+    rows = predictions(out)
+    assert len(rows) == 7 and len({row["id"] for row in rows}) == 7
+    expected = sorted((corpus / "test").glob("*.wav"))[:7]
+    assert [Path(row["id"]).name for row in rows] == [path.name for path in expected]

@@ -89,6 +89,15 @@ class DataArguments:
             "dotted and dotless i). Default: --dataset_config_name or --phoneme_language when a language code."
         },
     )
+    eval_normalizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also report eval_normalized_wer/cer after Whisper's text normaliser: 'english' (numbers, "
+            "spellings, punctuation, fillers), 'basic' (case, punctuation, symbols) or 'none'. Default: english "
+            "for English Whisper runs, none for phoneme runs, basic otherwise.",
+            "choices": ["english", "basic", "none"],
+        },
+    )
 
 
 @dataclass
@@ -186,6 +195,14 @@ class CTCModelArguments:
     ctc_loss_reduction: str = field(default="mean", metadata={"help": "'mean' or 'sum'.", "choices": ["mean", "sum"]})
     ctc_zero_infinity: bool = field(default=False, metadata={"help": "Zero infinite CTC losses instead of failing."})
     add_adapter: bool = field(default=False, metadata={"help": "Add an adapter on top of the encoder."})
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype to load the weights in. Default float32 (always, when training: mixed precision is "
+            "--fp16/--bf16); float16, bfloat16 or auto (the checkpoint's) for evaluation-only runs.",
+            "choices": ["auto", "float32", "float16", "bfloat16"],
+        },
+    )
 
     def __post_init__(self) -> None:
         require_model_or_config(self.model_name_or_path, self.config_name)
@@ -334,6 +351,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         else:
             argv, notes = translate_legacy_argv(argv, training_fields)
             _log_notes(notes)
+            argv = _complete_bare_switches(argv, dataclass_types)
             parsed = tuple(parser.parse_args_into_dataclasses(args=argv))
     except UsageError:
         raise
@@ -370,6 +388,25 @@ def check_training_arguments(args: Any) -> None:
 
 
 
+def _complete_bare_switches(argv: list[str], dataclass_types: Sequence[type]) -> list[str]:
+    """``--flag`` alone means ``--flag true`` also for ``bool | None = None`` fields (unset = "the model's own
+    setting"), which HfArgumentParser would otherwise make demand a value."""
+    names = {
+        f"--{f.name}"
+        for cls in dataclass_types
+        if dataclasses.is_dataclass(cls)
+        for f in dataclasses.fields(cls)
+        if f.default is None and str(f.type).replace(" ", "") in ("bool|None", "Optional[bool]")
+    }
+    out: list[str] = []
+    for index, token in enumerate(argv):
+        out.append(token)
+        following = argv[index + 1] if index + 1 < len(argv) else "--"
+        if token in names and following.startswith("--"):
+            out.append("true")
+    return out
+
+
 def _log_notes(notes: list[str]) -> None:
     for note in dict.fromkeys(notes):
         logger.warning(note)
@@ -403,11 +440,11 @@ class Seq2SeqModelArguments:
         default=True, metadata={"help": "Do not train the convolutional front end (wav2vec2-like encoders)."}
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (an adapter still trains)."})
-    apply_spec_augment: bool = field(
-        default=False,
+    apply_spec_augment: bool | None = field(
+        default=None,
         metadata={
-            "help": "SpecAugment on the encoder input (Whisper; wav2vec2-like encoders of an encoder-decoder), "
-            "with the mask settings of the model's config."
+            "help": "SpecAugment on the encoder input, with the mask settings of the model's config. Default: off "
+            "for Whisper, the encoder config's own setting for a wav2vec2-like encoder (as the reference script)."
         },
     )
     ctc_weight: float = field(
@@ -415,6 +452,14 @@ class Seq2SeqModelArguments:
         metadata={
             "help": "Joint CTC-attention training of a warm-started encoder-decoder: weight of a CTC loss on the "
             "encoder output (0.3 is usual; 0 = off). The CTC head trains only; the saved model does not carry it."
+        },
+    )
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype to load the weights in. Default float32 (always, when training: mixed precision is "
+            "--fp16/--bf16); float16, bfloat16 or auto (the checkpoint's) for evaluation-only runs.",
+            "choices": ["auto", "float32", "float16", "bfloat16"],
         },
     )
 

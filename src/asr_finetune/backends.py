@@ -21,6 +21,7 @@ from .files import give_default_mode
 from .joint_ctc import JointCTCMixin
 from .nonfinite import NonFiniteGuard, check_weights_finite
 from .redaction import secrets_removed
+from .seq2seq import Seq2SeqEvalMixin
 from .throughput import ThroughputMeter
 
 
@@ -178,7 +179,7 @@ class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
     """Trainer for CTC models."""
 
 
-class SpeechSeq2SeqTrainer(JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
+class SpeechSeq2SeqTrainer(Seq2SeqEvalMixin, JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
     """Trainer for encoder-decoder models (generation in evaluation, optional joint CTC loss)."""
 
 
@@ -269,6 +270,8 @@ def select_backend(argv: Sequence[str], seq2seq: bool = False) -> Backend:
     base, arguments = (
         (GaudiSeq2SeqTrainer, GaudiSeq2SeqTrainingArguments) if seq2seq else (GaudiTrainer, GaudiTrainingArguments)
     )
-    mixins = (JointCTCMixin, SpeechSamplingMixin) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    mixins = (
+        (Seq2SeqEvalMixin, JointCTCMixin, SpeechSamplingMixin) if seq2seq else (CTCEvalMixin, SpeechSamplingMixin)
+    )
     trainer = type(f"Speech{base.__name__}", (*mixins, base), {})
     return Backend("habana", arguments, trainer)

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -15,6 +16,8 @@ from .errors import DataError, UsageError
 LABEL_PAD = -100
 STAT_KEYS = ("audio_seconds", "padded_seconds")
 """Batch keys a collator adds for throughput accounting; the trainer removes them before the forward pass."""
+BAD_ROW_KEY = "bad_row"
+"""An item that could not be decoded under ``--on_bad_row skip``: the collators leave it out and count it."""
 IDS_KEY = "utterance_ids"
 SKIPPED_KEY = "bad_rows_skipped"
 BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
@@ -23,8 +26,6 @@ BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
 
 def usable_items(items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The items that decoded, and the ids of those skipped under ``--on_bad_row skip``."""
-    from .features import BAD_ROW_KEY
-
     good = [item for item in items if BAD_ROW_KEY not in item]
     bad = [str(item[BAD_ROW_KEY]) for item in items if BAD_ROW_KEY in item]
     if not good:
@@ -227,7 +228,11 @@ class Seq2SeqCollator(CTCCollator):
     input_seconds: float | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = super().__call__(items)
+        window = getattr(self.feature_extractor, "nb_max_frames", None) if self.input_seconds else None
+        if window and any(np.shape(item["input_features"])[-1] > window for item in items if BAD_ROW_KEY not in item):
+            batch = self._pad_long_features(items)
+        else:
+            batch = super().__call__(items)
         labels = batch.get("labels")
         start = self.decoder_start_token_id
         if labels is not None and start is not None and labels.shape[1] > 0 and bool((labels[:, 0] == start).all()):
@@ -236,6 +241,18 @@ class Seq2SeqCollator(CTCCollator):
 
     def window_seconds(self) -> float | None:
         return self.input_seconds
+
+    def _pad_long_features(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Evaluation batches with clips longer than Whisper's window: unclipped features, right-padded, with the
+        frame-level attention mask long-form generation needs (see :mod:`asr_finetune.longform`)."""
+        from .longform import pad_features
+
+        items, skipped = usable_items(items)
+        features, mask = pad_features([item["input_features"] for item in items])
+        batch = {"input_features": features, "attention_mask": mask}
+        if "labels" in items[0]:
+            batch["labels"] = pad_labels([item["labels"] for item in items])
+        return {**batch, **audio_stats(items, skipped=skipped)}
 
 
 @dataclass

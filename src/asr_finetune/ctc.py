@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2CTCTokenizer
 
+from . import longform
 from .data import DropCounts, drop_rows
 from .errors import UsageError
 from .metrics import TranscriptMetrics, valid_ids
-from .modeling import find_tokenizer, output_frames
+from .modeling import cast_inputs, find_tokenizer, output_frames
 from .text import TextNormalizer, infer_case
 from .vocab import VOCAB_FILE, build_vocab, save_vocab
 
@@ -116,11 +117,28 @@ def blank_padded_frames(logits: torch.Tensor, attention_mask: torch.Tensor, mode
 
 
 class CTCEvalMixin:
-    """Evaluation that decodes only the frames of each clip, not the padding after it."""
+    """Evaluation that decodes only the frames of each clip, not the padding after it; batches holding a clip
+    longer than ``longform.CTC_CHUNK_SECONDS`` are run clip by clip in overlapping chunks (memory stays flat)."""
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, *args: Any, **kwargs: Any
+    ) -> Any:
         attention_mask = inputs.get("attention_mask")
-        loss, logits, labels = super().prediction_step(model, inputs, *args, **kwargs)
+        inputs = cast_inputs(inputs, self.model)
+        values = inputs.get("input_values")
+        extractor = getattr(self.processing_class, "feature_extractor", self.processing_class)
+        rate = getattr(extractor, "sampling_rate", 16_000)
+        if values is not None and values.ndim == 2 and values.shape[1] > longform.CTC_CHUNK_SECONDS * rate:
+            inputs = self._prepare_inputs(inputs)
+            self.model.eval()
+            mask, labels = inputs.get("attention_mask"), inputs.get("labels")
+            with torch.no_grad():
+                logits = longform.ctc_batch_logits(self.model, inputs["input_values"], mask, rate)
+                loss = longform.ctc_loss(self.model, logits, mask, labels) if labels is not None else None
+            if prediction_loss_only:
+                return loss, None, None
+        else:
+            loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, *args, **kwargs)
         if logits is not None and attention_mask is not None:
             logits = blank_padded_frames(logits, attention_mask, self.model)
         return loss, logits, labels
@@ -138,8 +156,10 @@ class CTCMetrics(TranscriptMetrics):
 
     empty_hint = "the model emits only blanks"
 
-    def __init__(self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str]) -> None:
-        super().__init__(references, metrics)
+    def __init__(
+        self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str], eval_normalizer: Any = None
+    ) -> None:
+        super().__init__(references, metrics, eval_normalizer)
         self.tokenizer = tokenizer
 
     def decode(self, ids: np.ndarray) -> list[str]:

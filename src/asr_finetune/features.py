@@ -8,10 +8,9 @@ import datasets
 import torch
 
 from .audio import AudioError, load_audio
+from .batching import BAD_ROW_KEY
 from .errors import DataError
-
-BAD_ROW_KEY = "bad_row"
-"""An item that could not be decoded under ``--on_bad_row skip``: the collators leave it out and count it."""
+from .longform import extract_features
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -50,7 +49,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                 f"Row {index} ({self.ids[index]}): {err} Fix or remove the row, or pass --on_bad_row skip to skip "
                 "such rows (counted)."
             ) from None
-        features = self.feature_extractor(samples, sampling_rate=sampling_rate)
+        features = extract_features(self.feature_extractor, samples, sampling_rate)
         item = {
             self.input_name: features[self.input_name][0],
             "seconds": len(samples) / sampling_rate,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jiwer
@@ -14,6 +14,7 @@ from .errors import UsageError
 logger = logging.getLogger(__name__)
 
 SUPPORTED_METRICS = ("wer", "cer")
+EVAL_NORMALIZERS = ("english", "basic", "none")
 
 
 def _nonempty(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -44,28 +45,76 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: S
     return results
 
 
-def utterance_report(ids: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per utterance: id, reference, hypothesis, word errors (sub/del/ins) and the reference length."""
+def utterance_report(
+    ids: Sequence[str],
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    normalized_references: Sequence[str] | None = None,
+    normalized_hypotheses: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per utterance: id, reference, hypothesis, word errors (sub/del/ins) and the reference length; with
+    normalised forms also ``normalized_reference``, ``normalized_hypothesis`` and ``normalized_errors``."""
     rows = []
-    for utt_id, ref, hyp in zip(ids, references, hypotheses, strict=True):
-        if ref.strip():
-            out = jiwer.process_words(ref, hyp)
-            sub, dele, ins, n_ref = out.substitutions, out.deletions, out.insertions, len(ref.split())
-        else:
-            sub, dele, ins, n_ref = 0, 0, len(hyp.split()), 0
-        rows.append(
-            {
-                "id": utt_id,
-                "reference": ref,
-                "hypothesis": hyp,
-                "errors": sub + dele + ins,
-                "substitutions": sub,
-                "deletions": dele,
-                "insertions": ins,
-                "reference_words": n_ref,
-            }
-        )
+    for index, (utt_id, ref, hyp) in enumerate(zip(ids, references, hypotheses, strict=True)):
+        sub, dele, ins, n_ref = _word_errors(ref, hyp)
+        row = {
+            "id": utt_id,
+            "reference": ref,
+            "hypothesis": hyp,
+            "errors": sub + dele + ins,
+            "substitutions": sub,
+            "deletions": dele,
+            "insertions": ins,
+            "reference_words": n_ref,
+        }
+        if normalized_references is not None and normalized_hypotheses is not None:
+            norm_ref, norm_hyp = normalized_references[index], normalized_hypotheses[index]
+            row["normalized_reference"] = norm_ref
+            row["normalized_hypothesis"] = norm_hyp
+            row["normalized_errors"] = sum(_word_errors(norm_ref, norm_hyp)[:3])
+        rows.append(row)
     return rows
+
+
+def _word_errors(ref: str, hyp: str) -> tuple[int, int, int, int]:
+    if not ref.strip():
+        return 0, 0, len(hyp.split()), 0
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions, out.deletions, out.insertions, len(ref.split())
+
+
+def make_eval_normalizer(kind: str, english_spelling: dict[str, str] | None = None) -> Callable[[str], str] | None:
+    """Whisper's text normalisers, as the Whisper fine-tuning event and the Open ASR leaderboard score with.
+
+    ``english``: transformers' ``EnglishTextNormalizer`` (case, punctuation, fillers such as "um", contractions,
+    spelled-out numbers to digits, "mr" -> "mister", British -> American spellings from ``english_spelling``, the
+    mapping a Whisper tokenizer's ``normalizer.json`` holds; without one, spellings are left as they are).
+    ``basic``: ``BasicTextNormalizer`` (case, punctuation and symbols, bracketed asides), for any language.
+    ``none``: no normalised scores.
+    """
+    if kind not in EVAL_NORMALIZERS:
+        raise UsageError(f"--eval_normalizer {kind!r}: use one of {', '.join(EVAL_NORMALIZERS)}.")
+    if kind == "none":
+        return None
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+    normalizer = EnglishTextNormalizer(english_spelling or {}) if kind == "english" else BasicTextNormalizer()
+    return lambda text: " ".join(normalizer(text).split())
+
+
+def choose_eval_normalizer(
+    requested: str | None, default: str, english_spelling: dict[str, str] | None = None
+) -> Callable[[str], str] | None:
+    """The ``--eval_normalizer`` asked for, else ``default``; logs which one scores ``eval_normalized_*``."""
+    kind = requested or default
+    if kind == "english" and not english_spelling:
+        logger.info(
+            "Normalised WER: Whisper's English normaliser without a British->American spelling map (the tokenizer "
+            "has no normalizer.json), so spelling variants such as colour/color count as errors."
+        )
+    elif kind != "none":
+        logger.info("Normalised WER: Whisper's %s text normaliser (--eval_normalizer to change).", kind)
+    return make_eval_normalizer(kind, english_spelling)
 
 
 def valid_ids(ids: Any, pad_token_id: int) -> np.ndarray:
@@ -77,16 +126,35 @@ def valid_ids(ids: Any, pad_token_id: int) -> np.ndarray:
 class TranscriptMetrics:
     """``compute_metrics`` for the Trainer: predicted ids -> text, scored against the references.
 
-    Keeps the hypotheses of the last evaluation (``hypotheses``) for the per-utterance report.
+    Keeps the hypotheses of the last evaluation (``hypotheses``) for the per-utterance report. With an
+    ``eval_normalizer`` (:func:`make_eval_normalizer`) it also scores both sides normalised: ``normalized_wer``,
+    ``normalized_cer`` next to the orthographic ``wer``, ``cer``.
     Subclasses say how ids become text (``decode``) and why all-empty output happens (``empty_hint``).
     """
 
     empty_hint = "the model emits nothing"
 
-    def __init__(self, references: Sequence[str], metrics: Sequence[str]) -> None:
+    def __init__(
+        self,
+        references: Sequence[str],
+        metrics: Sequence[str],
+        eval_normalizer: Callable[[str], str] | None = None,
+    ) -> None:
         self.references = list(references)
         self.metrics = list(metrics)
         self.hypotheses: list[str] = []
+        self.eval_normalizer = eval_normalizer
+        self.normalized_references = [eval_normalizer(text) for text in self.references] if eval_normalizer else []
+        self.normalized_hypotheses: list[str] = []
+
+    def normalized_forms(self) -> dict[str, list[str]]:
+        """Keyword arguments of :func:`utterance_report` for the normalised columns (none without a normaliser)."""
+        if self.eval_normalizer is None:
+            return {}
+        return {
+            "normalized_references": self.normalized_references,
+            "normalized_hypotheses": self.normalized_hypotheses,
+        }
 
     def decode(self, ids: np.ndarray) -> list[str]:
         raise NotImplementedError
@@ -101,4 +169,9 @@ class TranscriptMetrics:
                 "train longer, raise the learning rate, or check the tokenizer and labels.",
                 self.empty_hint,
             )
-        return error_rates(self.references, self.hypotheses, self.metrics)
+        results = error_rates(self.references, self.hypotheses, self.metrics)
+        if self.eval_normalizer is not None:
+            self.normalized_hypotheses = [self.eval_normalizer(text) for text in self.hypotheses]
+            normalized = error_rates(self.normalized_references, self.normalized_hypotheses, self.metrics)
+            results.update({f"normalized_{name}": value for name, value in normalized.items()})
+        return results

@@ -7,11 +7,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, PreTrainedModel
 
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def dtype_kwargs(dtype: torch.dtype | str) -> dict[str, Any]:
+    """The ``from_pretrained`` / ``from_config`` keyword for the weights' dtype: ``dtype`` from transformers 4.56 on,
+    ``torch_dtype`` before."""
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+def weights_dtype(torch_dtype: str | None, training: bool) -> torch.dtype | str:
+    """The dtype to load a model in for ``--torch_dtype`` (default float32).
+
+    transformers 5.x keeps a checkpoint's saved dtype, so an fp16 checkpoint (Whisper large-v3, distil-whisper)
+    would load in fp16: evaluation then fails on float32 inputs and training would update fp16 weights. Training
+    always loads float32 (mixed precision is ``--fp16`` / ``--bf16``); other dtypes are for evaluation-only runs.
+    """
+    if torch_dtype in (None, "float32"):
+        return torch.float32
+    if torch_dtype not in TORCH_DTYPES:
+        raise UsageError(f"--torch_dtype {torch_dtype!r}: use one of {', '.join(TORCH_DTYPES)}.")
+    if training:
+        raise UsageError(
+            f"--torch_dtype {torch_dtype} is for evaluation-only runs: training loads the weights in float32 and "
+            "keeps them there. For mixed precision pass --fp16 or --bf16 instead."
+        )
+    return torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)
+
+
+def cast_inputs(inputs: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Floating-point model inputs in the model's dtype (a float16 model evaluated on float32 features fails)."""
+    dtype = getattr(model, "dtype", torch.float32)
+    if dtype == torch.float32:
+        return inputs
+    return {
+        key: value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+        for key, value in inputs.items()
+    }
 
 
 def hub_kwargs(cache_dir: str | None, revision: str | None, token: str | None, trust_remote_code: bool) -> dict:
@@ -54,11 +94,13 @@ def load_ctc_model(
     config_name: str | None,
     overrides: dict[str, Any],
     tokenizer: Any,
+    dtype: torch.dtype | str = torch.float32,
     **kwargs: Any,
 ) -> PreTrainedModel:
     """A CTC model whose head matches ``tokenizer``; a mismatched or missing head is (re)initialised and logged.
 
-    With ``config_name`` and no ``model_name_or_path`` the model starts from random weights.
+    With ``config_name`` and no ``model_name_or_path`` the model starts from random weights. ``dtype``: see
+    :func:`weights_dtype`.
     """
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
     previous_vocab = getattr(config, "vocab_size", None)
@@ -71,10 +113,16 @@ def load_ctc_model(
     )
     if not model_name_or_path:
         logger.info("Training from scratch: random weights from config %s.", config_name)
-        return AutoModelForCTC.from_config(config)
+        return AutoModelForCTC.from_config(config, **dtype_kwargs(torch.float32 if dtype == "auto" else dtype))
     model, info = AutoModelForCTC.from_pretrained(
-        model_name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+        model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
+        **dtype_kwargs(dtype),
+        **kwargs,
     )
+    freeze_unused_mask_embedding(model)
     head_missing = any(key.startswith("lm_head") for key in info.get("missing_keys", []))
     head_mismatched = any(
         str(entry[0] if isinstance(entry, tuple) else entry).startswith("lm_head")
@@ -111,3 +159,21 @@ def use_mean_loss(model: PreTrainedModel) -> PreTrainedModel:
     """
     model.accepts_loss_kwargs = False
     return model
+
+
+def freeze_unused_mask_embedding(model: PreTrainedModel) -> None:
+    """Exclude a wav2vec2-like encoder's SpecAugment mask embedding from training when nothing uses it.
+
+    ``masked_spec_embed`` exists whenever the config has a masking probability, but only time masking with
+    ``apply_spec_augment`` puts it in the graph. An unused trainable parameter stops a multi-process run at its
+    second step when DDP's unused-parameter search is off (the Trainer turns it off under gradient checkpointing).
+    """
+    for module in model.modules():
+        embed = getattr(module, "masked_spec_embed", None)
+        config = getattr(module, "config", None)
+        if not isinstance(embed, torch.nn.Parameter) or config is None:
+            continue
+        used = getattr(config, "apply_spec_augment", True) and getattr(config, "mask_time_prob", 0) > 0
+        if not used and embed.requires_grad:
+            embed.requires_grad_(False)
+            logger.info("SpecAugment time masking is off: its mask embedding is not trained.")

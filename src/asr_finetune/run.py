@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -168,7 +169,7 @@ def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, reference
     trainer.log_metrics("eval", results)
     trainer.save_metrics("eval", results)
     if trainer.is_world_process_zero():
-        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses)
+        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
         write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
         worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
         for row in worst:
@@ -266,7 +267,9 @@ def load_splits(
     splits, drops = {}, {}
     with training_args.main_process_first(desc="dataset preparation"):
         for name, expression, max_samples in wanted:
-            splits[name], drops[name] = prepare_split(config, expression, normalize, max_samples=max_samples)
+            # Evaluation keeps long recordings: they are decoded in chunks (asr_finetune.longform), not dropped.
+            split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
+            splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
     return splits, drops
 
 

@@ -3,6 +3,7 @@ decoder, generation settings, freezing, and metrics from generated text."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -24,10 +25,18 @@ from transformers import (
     WhisperProcessor,
 )
 
+from . import longform
 from .data import DropCounts, drop_rows
 from .errors import UsageError
 from .metrics import TranscriptMetrics, valid_ids
-from .modeling import find_tokenizer, load_feature_extractor, use_mean_loss
+from .modeling import (
+    cast_inputs,
+    dtype_kwargs,
+    find_tokenizer,
+    freeze_unused_mask_embedding,
+    load_feature_extractor,
+    use_mean_loss,
+)
 from .text import TextNormalizer
 
 logger = logging.getLogger(__name__)
@@ -124,6 +133,7 @@ def create_speech_encoder_decoder(
     decoder_config = AutoConfig.from_pretrained(decoder)
     decoder_config.is_decoder = True
     decoder_config.add_cross_attention = True
+    consistent_decoder_layers(decoder_config, decoder)
     torch.manual_seed(seed)
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         encoder,
@@ -133,6 +143,7 @@ def create_speech_encoder_decoder(
         encoder_layerdrop=encoder_layerdrop,
         decoder_config=decoder_config,
     )
+    model.float()  # an fp16 encoder or decoder checkpoint stays fp16 on transformers 5.x; training wants float32
     decoder_vocab = model.decoder.config.vocab_size
     if len(tokenizer) > decoder_vocab:
         raise UsageError(
@@ -149,6 +160,32 @@ def create_speech_encoder_decoder(
     model.save_pretrained(str(output_dir))
     save_processor(output_dir, make_processor(feature_extractor, tokenizer), feature_extractor, tokenizer)
     return model
+
+
+def consistent_decoder_layers(decoder_config: Any, name: str) -> None:
+    """Make a decoder config's layer count what the generation cache is sized by.
+
+    transformers sizes the key/value cache from ``num_hidden_layers``, which BART-type configs map to
+    ``encoder_layers``; a decoder taken from such a config with more decoder than encoder layers fails inside
+    ``generate`` with an IndexError. Its encoder part is never built here, so ``encoder_layers`` is set to the
+    decoder's count (and saved so). A config that still disagrees is refused by name.
+    """
+    layers = getattr(decoder_config, "decoder_layers", None)
+    if not isinstance(layers, int) or getattr(decoder_config, "num_hidden_layers", layers) == layers:
+        return
+    if hasattr(decoder_config, "encoder_layers"):
+        logger.info(
+            "%s: %s config with %d decoder and %d encoder layers; setting encoder_layers = %d in the decoder config "
+            "(the generation cache is sized from it; the encoder half is not used).",
+            name, decoder_config.model_type, layers, decoder_config.encoder_layers, layers,
+        )  # fmt: skip
+        decoder_config.encoder_layers = layers
+    if getattr(decoder_config, "num_hidden_layers", layers) != layers:
+        raise UsageError(
+            f"{name}: the decoder config has decoder_layers={layers} but num_hidden_layers="
+            f"{decoder_config.num_hidden_layers}; generation would index past its cache. Make them equal in its "
+            "config.json."
+        )
 
 
 def check_generation(model: PreTrainedModel, feature_extractor: Any) -> None:
@@ -177,26 +214,46 @@ def _decoder_config(config: Any) -> Any:
 
 
 def load_seq2seq_model(
-    model_name_or_path: str | None, config_name: str | None, *, apply_spec_augment: bool, **kwargs: Any
+    model_name_or_path: str | None,
+    config_name: str | None,
+    *,
+    apply_spec_augment: bool | None,
+    dtype: torch.dtype | str = torch.float32,
+    **kwargs: Any,
 ) -> PreTrainedModel:
     """A speech seq2seq model (Whisper, warm-started encoder-decoder, ...), SpecAugment on or off as asked.
 
-    With ``config_name`` alone the model starts from random weights.
+    With ``config_name`` alone the model starts from random weights. ``dtype``: float32 unless evaluating only
+    (:func:`asr_finetune.modeling.weights_dtype`); transformers 5.x would otherwise keep an fp16 checkpoint in fp16.
     """
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
+    if getattr(config, "model_type", None) == "speech-encoder-decoder":
+        consistent_decoder_layers(config.decoder, model_name_or_path or config_name)
     encoder_config = _encoder_config(config)
+    if apply_spec_augment is None and is_whisper(config):
+        apply_spec_augment = False  # the reference's default for Whisper; other encoders keep their config's
     if hasattr(encoder_config, "apply_spec_augment"):
-        encoder_config.apply_spec_augment = apply_spec_augment
+        if apply_spec_augment is not None:
+            encoder_config.apply_spec_augment = apply_spec_augment
+        logger.info(
+            "SpecAugment in the %s encoder: %s.", encoder_config.model_type,
+            "on" if encoder_config.apply_spec_augment else "off",
+        )  # fmt: skip
     elif apply_spec_augment:
         logger.warning(
             "%s encoders have no SpecAugment setting: --apply_spec_augment has no effect.", encoder_config.model_type
         )
     if model_name_or_path:
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, config=config, **kwargs)
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(
+            model_name_or_path, config=config, **dtype_kwargs(dtype), **kwargs
+        )
     else:
         logger.info("Training from scratch: random weights from config %s.", config_name)
-        model = AutoModelForSpeechSeq2Seq.from_config(config)
+        model = AutoModelForSpeechSeq2Seq.from_config(
+            config, **dtype_kwargs(torch.float32 if dtype == "auto" else dtype)
+        )
     use_mean_loss(model)
+    freeze_unused_mask_embedding(model)
     for name in ("decoder_start_token_id", "pad_token_id"):
         if getattr(model.config, name, None) is None and getattr(model.generation_config, name, None) is None:
             raise UsageError(
@@ -301,6 +358,17 @@ def set_language_and_task(
     return code
 
 
+def is_english(model: PreTrainedModel, language: str | None) -> bool:
+    """True for a Whisper run on English: an English-only (``.en``) checkpoint or ``--language en``."""
+    if not is_whisper(model.config):
+        return False
+    generation = model.generation_config
+    multilingual = getattr(generation, "is_multilingual", None)
+    if multilingual is None:
+        multilingual = bool(getattr(generation, "lang_to_id", None))
+    return language == "en" or not multilingual
+
+
 def complete_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:
     """Give generation the start / pad / eos ids the model config has, so evaluation and the pipeline agree."""
     generation = model.generation_config
@@ -340,11 +408,17 @@ def drop_longer_than_window(dataset: datasets.Dataset, feature_extractor: Any, d
 
 
 def add_labels(
-    dataset: datasets.Dataset, tokenizer: Any, model: PreTrainedModel, drops: DropCounts
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    model: PreTrainedModel,
+    drops: DropCounts,
+    long_form_after: float | None = None,
 ) -> datasets.Dataset:
     """Add ``labels`` (token ids with the tokenizer's prefix and end tokens) and drop those the decoder cannot take.
 
-    The leading decoder-start token, which the collator strips, does not count towards the limit.
+    The leading decoder-start token, which the collator strips, does not count towards the limit. Clips longer
+    than ``long_form_after`` seconds (evaluation with long-form generation) are kept whatever their label length:
+    no loss is computed for them.
     """
     labels = tokenizer(list(dataset["text"])).input_ids
     dataset = dataset.add_column("labels", labels)
@@ -353,9 +427,9 @@ def add_labels(
         return dataset
     start = decoder_start_token_id(model)
     lengths = [len(seq) - (1 if seq and seq[0] == start else 0) for seq in labels]
-    return drop_rows(
-        dataset, [n <= limit for n in lengths], f"transcripts longer than the decoder's {limit} positions", drops
-    )
+    after = long_form_after if long_form_after is not None else float("inf")
+    keep = [n <= limit or d > after for n, d in zip(lengths, dataset["duration"], strict=True)]
+    return drop_rows(dataset, keep, f"transcripts longer than the decoder's {limit} positions", drops)
 
 
 def drop_too_short_for_masking(
@@ -398,9 +472,14 @@ class Seq2SeqMetrics(TranscriptMetrics):
     empty_hint = "the model ends every sequence at once"
 
     def __init__(
-        self, tokenizer: Any, references: Sequence[str], metrics: Sequence[str], normalizer: TextNormalizer
+        self,
+        tokenizer: Any,
+        references: Sequence[str],
+        metrics: Sequence[str],
+        normalizer: TextNormalizer,
+        eval_normalizer: Any = None,
     ) -> None:
-        super().__init__(references, metrics)
+        super().__init__(references, metrics, eval_normalizer)
         self.tokenizer = tokenizer
         self.normalizer = normalizer
 
@@ -408,3 +487,48 @@ class Seq2SeqMetrics(TranscriptMetrics):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         texts = self.tokenizer.batch_decode(valid_ids(ids, pad), skip_special_tokens=True)
         return self.normalizer.batch(texts)
+
+
+class Seq2SeqEvalMixin:
+    """Evaluation of the seq2seq trainers.
+
+    - Every utterance scored once with several processes: Seq2SeqTrainer gathers predictions with a plain
+      ``gather``, which keeps the copies accelerate adds to fill the last batch of each process (7 clips on 2
+      processes x 4 gave 8 predictions). Here it gathers with ``gather_for_metrics``, as the CTC trainer does,
+      which drops them.
+    - Inputs in the model's dtype (``--torch_dtype float16`` runs).
+    """
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        gather = self.accelerator.gather_for_metrics
+        self.gather_function = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
+        return super().evaluation_loop(*args, **kwargs)
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, *args: Any, **kwargs: Any
+    ) -> Any:
+        inputs = cast_inputs(inputs, self.model)
+        features = inputs.get("input_features")
+        window = 2 * getattr(self.model.config, "max_source_positions", 0)  # Whisper: 3000 frames
+        if features is None or not is_whisper(self.model.config) or features.shape[-1] <= window:
+            return super().prediction_step(model, inputs, prediction_loss_only, *args, **kwargs)
+        return self._long_form_step(inputs, window, prediction_loss_only)
+
+    def _long_form_step(self, inputs: dict[str, Any], window: int, prediction_loss_only: bool) -> Any:
+        """A batch holding Whisper clips longer than 30 s: the loss over its clips up to 30 s (NaN without any;
+        transformers 5.x leaves NaN batches out of eval_loss), and long-form generation for the long ones."""
+        inputs = self._prepare_inputs(inputs)
+        features, mask, labels = inputs["input_features"], inputs["attention_mask"], inputs.get("labels")
+        short = mask.sum(-1) <= window
+        loss = torch.tensor(float("nan"), device=features.device)
+        self.model.eval()
+        with torch.no_grad():
+            if labels is not None and bool(short.any()):
+                short_labels = labels[short]
+                width = int((short_labels >= 0).any(0).nonzero().max()) + 1 if bool((short_labels >= 0).any()) else 1
+                loss = self.model(input_features=features[short][..., :window], labels=short_labels[:, :width]).loss
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            gen_kwargs = dict(getattr(self, "_gen_kwargs", {}) or {})
+            ids = longform.generate_whisper(self.model, features, mask, window, **gen_kwargs)
+        return loss.detach(), ids, labels

@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 Case = Literal["lower", "upper", "keep"]
@@ -118,7 +120,7 @@ class TextNormalizer:
             try:
                 from phonemizer.backend import EspeakBackend
             except ImportError as err:
-                raise RuntimeError(
+                raise UsageError(
                     "--phoneme_language needs phonemizer: pip install 'asr-finetune[phonemes]' "
                     "and apt-get install espeak-ng"
                 ) from err

@@ -119,6 +119,7 @@ def save_tiny_bart_decoder(
     heads: int = 4,
     max_positions: int = 128,
     seed: int = 0,
+    encoder_layers: int | None = None,
 ) -> Path:
     """Save a randomly initialised BART-shaped decoder and a byte-level BPE tokenizer trained on ``texts``.
 
@@ -134,7 +135,7 @@ def save_tiny_bart_decoder(
     config = BartConfig(
         vocab_size=len(tokenizer),
         d_model=d_model,
-        encoder_layers=layers,
+        encoder_layers=layers if encoder_layers is None else encoder_layers,
         decoder_layers=layers,
         encoder_attention_heads=heads,
         decoder_attention_heads=heads,
