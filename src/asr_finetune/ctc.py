@@ -1,4 +1,5 @@
-"""CTC-specific steps: choosing or building the tokenizer, labels that CTC can fit, decoding and metrics."""
+"""CTC-specific steps of run_speech_recognition_ctc.py: choosing or building the tokenizer, the model, labels that
+CTC can fit, decoding only real frames, and metrics."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from transformers import Wav2Vec2CTCTokenizer
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor, set_seed
 
 from . import longform
 from .data import DropCounts, drop_rows
-from .errors import UsageError
-from .metrics import TranscriptMetrics, valid_ids
-from .modeling import cast_inputs, find_tokenizer, output_frames
-from .text import TextNormalizer, infer_case
-from .vocab import VOCAB_FILE, build_vocab, save_vocab
+from .errors import DataError, UsageError
+from .metrics import TranscriptMetrics, choose_eval_normalizer, valid_ids
+from .modeling import cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
+from .text import TextNormalizer, infer_case, resolve_text_language
+from .vocab import VOCAB_FILE, build_vocab, format_missing, missing_characters, save_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -192,3 +193,90 @@ def existing_tokenizer(
             )
             return tokenizer, f"carried by {model_args.model_name_or_path}"
     return None, ""
+
+
+# ---------------------------------------------------------------------------------------------- script steps
+
+
+def text_normalizer(tokenizer: Any | None, data_args: Any) -> TextNormalizer:
+    """Step 2: transcript normalisation for ``data_args`` (CTCDataArguments), in the transcripts' language."""
+    language = resolve_text_language(
+        data_args.text_language,
+        ("--dataset_config_name", data_args.dataset_config_name),
+        ("--phoneme_language", data_args.phoneme_language),
+    )
+    return normalizer_for(
+        tokenizer, data_args.chars_to_ignore, data_args.do_lower_case, data_args.phoneme_language, language
+    )
+
+
+def ensure_tokenizer(
+    tokenizer: Any | None, source: str, splits: dict[str, Any], data_args: Any, training_args: Any
+) -> tuple[Any, str, dict[str, Any]]:
+    """Step 4: the tokenizer (built from the training text when none was brought: the main process writes
+    vocab.json, the others read it), where it came from, and per split the characters its vocab lacks (logged)."""
+    if tokenizer is None:
+        if "train" not in splits:
+            raise DataError("Evaluation alone needs a tokenizer: pass --tokenizer_name_or_path or a fine-tuned model.")
+        with training_args.main_process_first(desc="vocab"):
+            tokenizer = build_tokenizer(
+                splits["train"]["text"],
+                training_args.output_dir,
+                unk_token=data_args.unk_token,
+                pad_token=data_args.pad_token,
+                word_delimiter_token=data_args.word_delimiter_token,
+                write=training_args.process_index == 0,
+            )
+        source = f"built from {data_args.train_split_name}"
+    unknown = {
+        name: missing_characters(split["text"], tokenizer.get_vocab(), data_args.word_delimiter_token)
+        for name, split in splits.items()
+    }
+    for name, counts in unknown.items():
+        if counts:
+            logger.warning("%s text has %d character(s) the vocab lacks (they become %s): %s", name,
+                           sum(counts.values()), tokenizer.unk_token, format_missing(counts))
+    return tokenizer, source, unknown
+
+
+def prepare_model(run: Any, tokenizer: Any) -> Any:
+    """Step 5: the CTC model with a head that matches the tokenizer, per-batch mean loss, front end frozen as asked."""
+    model_args = run.model_args
+    set_seed(run.training_args.seed)
+    model = load_ctc_model(
+        model_args.model_name_or_path, model_args.config_name, model_args.config_overrides(), tokenizer,
+        dtype=run.dtype, **run.pretrained,
+    )
+    use_mean_loss(model)
+    if model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    return model
+
+
+def label_splits(
+    splits: dict[str, Any], drops: dict[str, DropCounts], tokenizer: Any, model: Any, sampling_rate: int,
+    model_args: Any,
+) -> dict[str, Any]:
+    """Step 5: labels on every split; training clips too short for SpecAugment's time masks are dropped too."""
+    masking = model_args.mask_time_length if model_args.mask_time_prob > 0 else 0
+    return {
+        name: add_labels(split, tokenizer, model, sampling_rate, drops[name], masking if name == "train" else 0)
+        for name, split in splits.items()
+    }
+
+
+def save_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:
+    """The processor (feature extractor + tokenizer) the model is published with; written by the main process."""
+    processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    if is_main_process:
+        processor.save_pretrained(output_dir)
+        feature_extractor.save_pretrained(output_dir)  # preprocessor_config.json, for 4.x readers
+    return processor
+
+
+def make_metrics(tokenizer: Any, splits: dict[str, Any], data_args: Any) -> CTCMetrics:
+    """compute_metrics for the Trainer: WER/CER as asked, orthographic and normalised (phonemes: orthographic)."""
+    normalizer = choose_eval_normalizer(data_args.eval_normalizer,
+                                        default="none" if data_args.phoneme_language else "basic")
+    references = splits["eval"]["text"] if "eval" in splits else []
+    return CTCMetrics(tokenizer, references, data_args.eval_metrics, normalizer)

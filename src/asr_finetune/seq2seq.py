@@ -23,6 +23,7 @@ from transformers import (
     Wav2Vec2Processor,
     WhisperFeatureExtractor,
     WhisperProcessor,
+    set_seed,
 )
 
 from . import longform
@@ -37,7 +38,7 @@ from .modeling import (
     load_feature_extractor,
     use_mean_loss,
 )
-from .text import TextNormalizer
+from .text import TextNormalizer, resolve_text_language
 
 logger = logging.getLogger(__name__)
 
@@ -532,3 +533,98 @@ class Seq2SeqEvalMixin:
             gen_kwargs = dict(getattr(self, "_gen_kwargs", {}) or {})
             ids = longform.generate_whisper(self.model, features, mask, window, **gen_kwargs)
         return loss.detach(), ids, labels
+
+
+# ---------------------------------------------------------------------------------------------- script steps
+
+
+def generate_for_metrics(training_args: Any, run_eval: bool) -> None:
+    """WER/CER are computed on generated text: evaluation runs with --predict_with_generate (said in the log)."""
+    if run_eval and not training_args.predict_with_generate:
+        logger.warning("WER/CER need generated text: evaluating with --predict_with_generate.")
+        training_args.predict_with_generate = True
+
+
+def text_normalizer(data_args: Any) -> TextNormalizer:
+    """Step 2: transcript normalisation (case as asked, in the transcripts' language)."""
+    language = resolve_text_language(
+        data_args.text_language,
+        ("--language", data_args.language),
+        ("--dataset_config_name", data_args.dataset_config_name),
+    )
+    return TextNormalizer(case="lower" if data_args.do_lower_case else "keep", language=language)
+
+
+def prepare_model(run: Any, tokenizer: Any, model_name: str) -> tuple[PreTrainedModel, str | None]:
+    """Step 3: the model with SpecAugment as asked, frozen parts, the joint CTC head, and the Whisper language/task
+    prefix shared by labels and generation. Returns the model and its Whisper language code (None if not set)."""
+    from .joint_ctc import attach_ctc_head
+
+    model_args, data_args = run.model_args, run.data_args
+    set_seed(run.training_args.seed)
+    model = load_seq2seq_model(
+        model_args.model_name_or_path, model_args.config_name, apply_spec_augment=model_args.apply_spec_augment,
+        dtype=run.dtype, **run.pretrained,
+    )
+    freeze(model, feature_encoder=model_args.freeze_feature_encoder, encoder=model_args.freeze_encoder)
+    if model_args.ctc_weight:
+        attach_ctc_head(model, model_args.ctc_weight, tokenizer.all_special_ids, seed=run.training_args.seed)
+    language = set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
+    complete_generation_config(model, tokenizer)
+    return model, language
+
+
+def label_splits(
+    splits: dict[str, Any], drops: dict[str, DropCounts], tokenizer: Any, model: PreTrainedModel,
+    feature_extractor: Any,
+) -> tuple[dict[str, Any], dict[str, Counter]]:
+    """Step 4: labels the decoder can take on every split. Training drops clips longer than the input window and
+    clips too short for SpecAugment; evaluation keeps long recordings (long-form generation decodes them).
+    Also returns, per split, the characters the tokenizer cannot represent (logged)."""
+    window = input_window_seconds(feature_extractor)
+    labelled, unknown = {}, {}
+    for name, split in splits.items():
+        if name == "train":
+            split = drop_longer_than_window(split, feature_extractor, drops[name])
+        split = add_labels(split, tokenizer, model, drops[name], long_form_after=window if name == "eval" else None)
+        if name == "train":
+            split = drop_too_short_for_masking(split, model, feature_extractor.sampling_rate, drops[name])
+        unknown[name] = unrepresentable_characters(split["text"], split["labels"], tokenizer)
+        if unknown[name]:
+            logger.warning("%s text has characters the tokenizer cannot represent: %s", name, dict(unknown[name]))
+        labelled[name] = split
+    return labelled, unknown
+
+
+def publish_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:
+    """The processor the model is published with; its files are written by the main process."""
+    processor = make_processor(feature_extractor, tokenizer)
+    if is_main_process:
+        save_processor(output_dir, processor, feature_extractor, tokenizer)
+    return processor
+
+
+def make_metrics(
+    tokenizer: Any, splits: dict[str, Any], data_args: Any, normalizer: TextNormalizer, model: PreTrainedModel,
+    language: str | None,
+) -> Seq2SeqMetrics:
+    """compute_metrics on generated text: orthographic WER/CER, and normalised (English for English Whisper)."""
+    from .metrics import choose_eval_normalizer
+
+    eval_normalizer = choose_eval_normalizer(
+        data_args.eval_normalizer,
+        default="english" if is_english(model, language) else "basic",
+        english_spelling=getattr(tokenizer, "english_spelling_normalizer", None),
+    )
+    references = splits["eval"]["text"] if "eval" in splits else []
+    return Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer, eval_normalizer)
+
+
+def make_collator(feature_extractor: Any, model: PreTrainedModel) -> Any:
+    from .batching import Seq2SeqCollator
+
+    return Seq2SeqCollator(
+        feature_extractor,
+        decoder_start_token_id=decoder_start_token_id(model),
+        input_seconds=input_window_seconds(feature_extractor),
+    )

@@ -1,0 +1,370 @@
+"""The steps both fine-tuning scripts (CTC and seq2seq) share, in the order they run.
+
+1. :func:`start`: arguments (read once), launch environment, backend, start-up checks, the checkpoint to resume.
+3. :func:`load_splits`: the train/eval splits, checked and filtered (headers only).
+5. :func:`finish_data`: log what was kept and dropped, refuse an emptied split, write data_report.json.
+6. :func:`build_trainer`: datasets that decode on the fly, and the backend's Trainer.
+7. :func:`train_evaluate_and_report`: train (or report a finished run), publish the final model, evaluate with a
+   per-utterance report, write the model card.
+
+The task-specific steps (tokenizer, model, labels) live in :mod:`asr_finetune.ctc` and :mod:`asr_finetune.seq2seq`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import checkpoint_problem, read_state, remove_checkpoints, resolve_resume, starts_fresh
+from .data import DropCounts, SplitConfig, prepare_split
+from .errors import DataError
+from .features import SpeechDataset
+from .files import write_json, write_jsonl
+from .metrics import utterance_report
+from .outputs import PARTIAL_DIR, publish_files, write_model_card
+from .run import check_hub_access, disk_errors
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "eval_predictions.jsonl"
+DATA_REPORT_FILE = "data_report.json"
+
+
+@dataclass
+class FineTuning:
+    """A fine-tuning run as start-up left it: the parsed argument groups and what was decided from them."""
+
+    model_args: Any
+    data_args: Any
+    batching_args: Any
+    training_args: Any
+    backend: Any
+    argv: list[str]
+    resume: str | None
+    pretrained: dict[str, Any]
+    dtype: Any
+    run_eval: bool
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.training_args.process_index == 0
+
+
+def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | None, seq2seq: bool = False) -> FineTuning:
+    """Step 1 of both scripts: everything that can be checked before any data or model is touched."""
+    from .args import BatchingArguments, parse_args
+    from .backends import adapt_training_arguments, select_backend
+    from .launch import prepare_launch_environment
+    from .logs import setup_logging
+    from .modeling import hub_kwargs, weights_dtype
+
+    setup_logging()
+    prepare_launch_environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    backend = select_backend(argv, seq2seq=seq2seq)
+    model_args, data_args, batching_args, training_args = parse_args(
+        (model_arguments, data_arguments, BatchingArguments, backend.arguments_class), argv
+    )
+    setup_logging(training_args)
+    adapt_training_arguments(training_args)
+    run_eval = evaluation_requested(training_args)
+    dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
+    resume = prepare_run(training_args)
+    pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
+                            data_args.trust_remote_code)
+    return FineTuning(model_args, data_args, batching_args, training_args, backend, argv, resume, pretrained, dtype,
+                      run_eval)
+
+
+def evaluation_requested(training_args: Any) -> bool:
+    """True for ``--do_eval`` or an ``--eval_strategy`` other than "no" (evaluation during training)."""
+    return bool(training_args.do_eval) or str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
+
+
+def finish_data(
+    run: FineTuning, splits: dict[str, Any], drops: dict[str, DropCounts], unknown: dict[str, Any], source: str
+) -> None:
+    """Step 5's end: log what each split kept and dropped, refuse an emptied split, write data_report.json."""
+    log_splits(splits, drops)
+    require_rows(splits, drops)
+    write_data_report(run.training_args, splits, drops, unknown, source)
+
+
+def build_trainer(
+    run: FineTuning,
+    model: Any,
+    splits: dict[str, Any],
+    feature_extractor: Any,
+    processor: Any,
+    collator: Any,
+    metrics: Any,
+    **trainer_kwargs: Any,
+) -> Any:
+    """Step 6: datasets that decode audio on the fly in the loader, and the backend's Trainer over them."""
+    datasets_ = {
+        name: SpeechDataset(split, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row)
+        for name, split in splits.items()
+    }
+    return run.backend.trainer_class(
+        model=model,
+        args=run.training_args,
+        data_collator=collator,
+        train_dataset=datasets_.get("train"),
+        eval_dataset=datasets_.get("eval"),
+        processing_class=processor,
+        compute_metrics=metrics,
+        batching=run.batching_args,
+        on_nonfinite_loss=run.data_args.on_nonfinite_loss,
+        **trainer_kwargs,
+    )
+
+
+def train_evaluate_and_report(
+    run: FineTuning, trainer: Any, metrics: Any, card_title: str, card_details: dict[str, Any], script: str
+) -> dict[str, Any]:
+    """Steps 7-8: train (resuming, or reporting a finished run), evaluate with eval_predictions.jsonl, model card."""
+    results: dict[str, Any] = {}
+    if run.training_args.do_train:
+        results.update(train_and_save(trainer, run.resume))
+    if run.training_args.do_eval:
+        results.update(evaluate_and_report(trainer, trainer.eval_dataset, metrics, metrics.references))
+    if run.is_main_process:
+        write_model_card(
+            run.training_args.output_dir,
+            title=card_title,
+            details={
+                "base model": run.model_args.model_name_or_path or f"from scratch ({run.model_args.config_name})",
+                "dataset": run.data_args.dataset_name,
+                "train split": run.data_args.train_split_name,
+                "eval split": run.data_args.eval_split_name,
+                **card_details,
+            },
+            metrics={k: v for k, v in results.items() if k.startswith("eval_")},
+            argv=run.argv,
+            script=script,
+        )
+    return results
+
+
+def save_final_model(trainer: Any) -> None:
+    """Save model + processor to output_dir through a staging folder (never a half-written model)."""
+    output_dir = Path(trainer.args.output_dir)
+    staging = output_dir / PARTIAL_DIR
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        publish_files(staging, output_dir)
+
+
+def finished_state(args: Any, checkpoint: str | None) -> dict[str, Any] | None:
+    """The state of ``checkpoint`` when it already holds everything this command asks to train, else None.
+
+    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs.
+    """
+    state = read_state(checkpoint) if checkpoint else None
+    if state is None:
+        return None
+    step = state.get("global_step", 0)
+    if args.max_steps > 0:
+        done = step >= args.max_steps
+    else:
+        planned = state.get("max_steps", float("inf"))
+        done = step >= planned and state.get("num_train_epochs", 0) >= args.num_train_epochs
+    return state if done else None
+
+
+def final_model_published(output_dir: str | Path, step: int) -> bool:
+    """True when output_dir holds the complete final model of step ``step`` (the last thing a run writes)."""
+    output_dir = Path(output_dir)
+    state = read_state(output_dir)
+    return (
+        state is not None
+        and state.get("global_step") == step
+        and checkpoint_problem(output_dir) is None
+        and not (output_dir / PARTIAL_DIR).exists()
+    )
+
+
+def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str, float]:
+    """Train (resuming if asked), publish the final model, and save train metrics including throughput.
+
+    A rerun of a finished command trains nothing: it says so, loads the last checkpoint's weights (for the
+    evaluation that may follow), and publishes the final model only if a kill cut that short.
+    """
+    done = finished_state(trainer.args, resume_from_checkpoint)
+    if done is not None:
+        return _finish_complete_run(trainer, resume_from_checkpoint, done)
+    with disk_errors(trainer.args.output_dir):
+        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        save_final_model(trainer)
+    metrics = dict(result.metrics)
+    totals = trainer.throughput.totals()
+    totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
+    totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
+    metrics.update({f"train_{name}": value for name, value in totals.items()})
+    trainer.log_metrics("train", metrics)
+    with disk_errors(trainer.args.output_dir):
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    return metrics
+
+
+def _sum_over_processes(trainer: Any, value: int) -> int:
+    if trainer.args.world_size <= 1:
+        return value
+    import torch
+
+    return int(trainer.accelerator.reduce(torch.tensor([value], device=trainer.args.device), "sum")[0])
+
+
+def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -> dict[str, float]:
+    from transformers import TrainerState
+
+    output_dir = trainer.args.output_dir
+    step = state.get("global_step", 0)
+    trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
+    if final_model_published(output_dir, step):
+        logger.warning(
+            "Training is already complete: %s is step %d of %d. The model in %s is left as it is. To train again "
+            "pass --resume_from_checkpoint false (or --overwrite_output_dir); to go on, a larger --max_steps.",
+            checkpoint, step, state.get("max_steps", step), output_dir,
+        )
+    else:
+        logger.warning("Training is complete (%s) but the final model was not published (cut off while saving): "
+                       "publishing it now from that checkpoint.", checkpoint)
+        with disk_errors(output_dir):
+            save_final_model(trainer)
+            trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+            trainer.save_state()
+    previous = Path(output_dir) / "train_results.json"
+    try:
+        return json.loads(previous.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"global_step": step}
+
+
+def require_rows(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
+    """Stop at start when filtering left a split empty (an evaluation of nothing reports no figures)."""
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(
+                f"No usable rows left in the {name} split after filtering (dropped: {drops[name].summary()}). "
+                "See data_report.json; relax the filters or choose another split."
+            )
+
+
+def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, references: Sequence[str]) -> dict[str, float]:
+    """Evaluate once; log and save the metrics and write one line per utterance to eval_predictions.jsonl.
+
+    ``metrics`` is the Trainer's compute_metrics object; after prediction it holds ``hypotheses``.
+    """
+    output = trainer.predict(eval_dataset, metric_key_prefix="eval")
+    results = dict(output.metrics)
+    trainer.log_metrics("eval", results)
+    trainer.save_metrics("eval", results)
+    if trainer.is_world_process_zero():
+        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
+        write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
+        worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
+        for row in worst:
+            if row["errors"]:
+                logger.info(
+                    "  %d errors in %s: ref=%r hyp=%r", row["errors"], row["id"], row["reference"], row["hypothesis"]
+                )
+        logger.info("Per-utterance results: %s", Path(trainer.args.output_dir) / PREDICTIONS_FILE)
+    return results
+
+
+def write_data_report(
+    training_args: Any,
+    splits: dict[str, Any],
+    drops: dict[str, DropCounts],
+    unknown_chars: dict[str, Any],
+    vocab_source: str,
+) -> None:
+    """data_report.json: per split, what was kept, what was dropped and why, characters the vocab lacks."""
+    if training_args.process_index != 0:
+        return
+    report = {"vocab": vocab_source}
+    for name, split in splits.items():
+        report[name] = {
+            "utterances": len(split),
+            "hours": round(sum(split["duration"]) / 3600, 4),
+            "dropped": drops[name].as_dict(),
+            "dropped_examples": drops[name].examples,
+            "characters_missing_from_vocab": dict(unknown_chars.get(name, {})),
+        }
+    write_json(report, Path(training_args.output_dir) / DATA_REPORT_FILE)
+
+
+def prepare_run(training_args: Any) -> str | None:
+    """Start-up checks every Trainer run makes before any work: the device can do what the flags ask, one run per
+    output_dir (a lock), the Hub reachable when pushing. Returns the checkpoint to resume from (None: start from
+    the model); a fresh start removes the old checkpoints, so a later rerun cannot resume from the run replaced."""
+    from .backends import check_precision, describe_world
+    from .run_lock import lock_output_dir
+
+    logger.warning(describe_world(training_args))
+    check_precision(training_args)
+    lock_output_dir(training_args.output_dir, training_args.process_index == 0)
+    check_hub_access(training_args)
+    if not training_args.do_train:
+        return None
+    resume = resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
+    if resume is None and starts_fresh(training_args.resume_from_checkpoint):
+        with training_args.main_process_first(desc="fresh start"):
+            if training_args.process_index == 0:
+                remove_checkpoints(training_args.output_dir)
+    return resume
+
+
+def load_splits(
+    data_args: Any,
+    training_args: Any,
+    normalize: Callable[[list[str]], list[str]],
+    cache_dir: str | None,
+    evaluate: bool,
+) -> tuple[dict[str, Any], dict[str, DropCounts]]:
+    """The "train" split (when training) and the "eval" split (when evaluating), prepared by the main process first.
+
+    ``data_args`` is any :class:`asr_finetune.args.DataArguments`.
+    """
+    config = SplitConfig(
+        dataset_name=data_args.dataset_name,
+        audio_column=data_args.audio_column_name,
+        text_column=data_args.text_column_name,
+        id_column=data_args.id_column_name,
+        config_name=data_args.dataset_config_name,
+        cache_dir=cache_dir,
+        token=data_args.token,
+        trust_remote_code=data_args.trust_remote_code,
+        num_proc=data_args.preprocessing_num_workers,
+        overwrite_cache=data_args.overwrite_cache,
+        on_bad_row=data_args.on_bad_row,
+        min_duration=data_args.min_duration_in_seconds,
+        max_duration=data_args.max_duration_in_seconds,
+        audio_check=data_args.audio_check,
+    )
+    wanted = []
+    if training_args.do_train:
+        wanted.append(("train", data_args.train_split_name, data_args.max_train_samples))
+    if evaluate:
+        wanted.append(("eval", data_args.eval_split_name, data_args.max_eval_samples))
+    splits, drops = {}, {}
+    with training_args.main_process_first(desc="dataset preparation"):
+        for name, expression, max_samples in wanted:
+            # Evaluation keeps long recordings: they are decoded in chunks (asr_finetune.longform), not dropped.
+            split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
+            splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
+    return splits, drops
+
+
+def log_splits(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
+    for name, split in splits.items():
+        hours = sum(split["duration"]) / 3600
+        logger.info("%s: %d utterances, %.2f h; dropped: %s", name, len(split), hours, drops[name].summary())
