@@ -9,7 +9,6 @@ output directory is a `--model_name_or_path` for run_speech_recognition_ctc.py.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from types import SimpleNamespace
 
 from accelerate.utils import set_seed
@@ -17,14 +16,12 @@ from accelerate.utils import set_seed
 from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
 from asr_finetune.batching import PretrainingCollator
 from asr_finetune.checkpoints import remove_checkpoints, resolve_resume, starts_fresh
-from asr_finetune.data import SplitConfig
+from asr_finetune.data import DropCounts, SplitConfig, log_splits, write_data_report
 from asr_finetune.features import SpeechDataset
-from asr_finetune.files import write_json
 from asr_finetune.logs import setup_logging
 from asr_finetune.modeling import hub_kwargs, load_feature_extractor
 from asr_finetune.pretraining import (
     check_pretraining_setup,
-    data_report,
     load_pretraining_config,
     load_unlabeled_audio,
     new_pretraining_model,
@@ -72,11 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
             split_config, args.dataset_config_names, args.dataset_split_names, config,
             feature_extractor.sampling_rate, args.validation_split_percentage, args.seed,
         )
-    report = data_report({"train": train_rows, "validation": eval_rows}, drops)
-    logger.info("Clips: train %d (%.2f h), validation %d; dropped: %s", report["train"]["clips"],
-                report["train"]["hours"], len(eval_rows or []), drops.summary())
+    splits = {"train": train_rows, **({"validation": eval_rows} if eval_rows else {})}
+    split_drops = {"train": drops, "validation": DropCounts()}  # validation is held out after filtering
+    log_splits(splits, split_drops)
     if accelerator.is_main_process:
-        write_json(report, Path(args.output_dir) / "data_report.json")
+        write_data_report(args.output_dir, splits, split_drops)
     if args.train_cache_file_name or args.validation_cache_file_name:
         logger.info("--train/validation_cache_file_name are not used: audio is decoded on the fly, never cached.")
     if args.preprocessing_only:

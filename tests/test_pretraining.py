@@ -19,11 +19,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCT
 
 from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
 from asr_finetune.batching import PretrainingCollator
+from asr_finetune.modeling import encoder_frames
 from asr_finetune.pretraining import (
     HealthMonitor,
     PretrainingConfigError,
     decay_parameter_groups,
-    feature_frames,
     gumbel_temperature,
 )
 from asr_finetune.pretraining_loop import LOG_FILE, RESULTS_FILE
@@ -69,11 +69,22 @@ def pretrained(tiny_model: Path, corpus: Path, tmp_path_factory: pytest.TempPath
 # ---------------------------------------------------------------------------------------------- units
 
 
-def test_feature_frames_match_the_model() -> None:
-    config = tiny_wav2vec2_config(hidden_size=32, layers=1, conv_channels=32)
-    model = Wav2Vec2ForPreTraining(config)
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wav2vec2-adapter", "hubert", "wavlm"])
+def test_encoder_frames_match_the_models_own_count(model_type: str) -> None:
+    from transformers import AutoModel, HubertConfig, WavLMConfig
+
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "conv_dim": (32, 32, 32), "conv_kernel": (10, 3, 2), "conv_stride": (5, 2, 2)}
+    config = {
+        "wav2vec2": lambda: Wav2Vec2Config(**small),
+        "wav2vec2-adapter": lambda: Wav2Vec2Config(**small, add_adapter=True, num_adapter_layers=2, adapter_stride=2,
+                                                   output_hidden_size=32),
+        "hubert": lambda: HubertConfig(**small),
+        "wavlm": lambda: WavLMConfig(**small),
+    }[model_type]()
+    model = AutoModel.from_config(config)
     samples = torch.tensor([400, 1000, 16_000, 33_333])
-    assert feature_frames(config, samples).tolist() == model._get_feat_extract_output_lengths(samples).tolist()
+    assert encoder_frames(config, samples).tolist() == model._get_feat_extract_output_lengths(samples).tolist()
 
 
 def test_masks_and_negatives_stay_inside_each_utterance() -> None:
@@ -85,7 +96,7 @@ def test_masks_and_negatives_stay_inside_each_utterance() -> None:
     batch = collator([{"input_values": np.random.randn(n).astype(np.float32), "seconds": n / 16_000} for n in lengths])
     mask, negatives, frames = batch["mask_time_indices"], batch["sampled_negative_indices"], batch["sub_attention_mask"]
     num_frames = mask.shape[1]
-    assert frames.sum(-1).tolist() == feature_frames(config, lengths).tolist()
+    assert frames.sum(-1).tolist() == encoder_frames(config, lengths).tolist()
     assert not (mask & ~frames).any(), "a masked frame lies in the padding"
     assert mask[0].float().mean() > 0.3 and mask[1].any() and not mask[3].any()
     for row in range(len(lengths)):
@@ -151,8 +162,9 @@ def test_demo_json_config_parses() -> None:
 def test_config_and_split_pairs_are_concatenated(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     main(pretraining_args(tiny_model, corpus, tmp_path, "--preprocessing_only"))
     report = json.loads((tmp_path / "data_report.json").read_text())
-    assert report["train"]["clips"] + report["validation"]["clips"] == 32 + 4 - sum(report["dropped"].values())
-    assert report["validation"]["clips"] == 3
+    kept = report["train"]["utterances"] + report["validation"]["utterances"]
+    assert kept == 32 + 4 - sum(report["train"]["dropped"].values())
+    assert report["validation"]["utterances"] == 3
 
 
 # ---------------------------------------------------------------------------------------------- end to end

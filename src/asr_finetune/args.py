@@ -237,10 +237,56 @@ class LegacyFlag:
     always: bool = False
 
 
-def _truthy(value: Any) -> bool:
+TRUE_WORDS = ("true", "yes", "t", "y", "1")
+FALSE_WORDS = ("false", "no", "f", "n", "0")
+"""The words HfArgumentParser takes for a boolean flag's value; every boolean we read follows them."""
+
+
+def is_bool_word(text: str) -> bool:
+    return text.strip().lower() in TRUE_WORDS + FALSE_WORDS
+
+
+def parse_bool(value: Any) -> bool:
+    """A flag value as a boolean: ``True`` (a bare switch) or one of :data:`TRUE_WORDS`."""
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "y", "on")
+        return value.strip().lower() in TRUE_WORDS
     return bool(value)
+
+
+@dataclass
+class CommandLine:
+    """A command line, read once: the flags as typed, or the contents of the single ``.json`` file that stands for
+    them. Both the backend choice and the parser read it from here."""
+
+    argv: list[str]
+    config: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, argv: Sequence[str] | None = None) -> CommandLine:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return cls(argv, read_config_file(argv[0]))
+        return cls(argv)
+
+    def flags(self) -> dict[str, Any]:
+        """Flag names and values; a bare switch is True."""
+        if self.config is not None:
+            return dict(self.config)
+        flags: dict[str, Any] = {}
+        for index, token in enumerate(self.argv):
+            if token.startswith("--"):
+                name, has_value, value = token[2:].partition("=")
+                following = self.argv[index + 1] if index + 1 < len(self.argv) else None
+                if has_value:
+                    flags[name] = value
+                elif following is not None and not following.startswith("--"):
+                    flags[name] = following
+                else:
+                    flags[name] = True
+        return flags
+
+    def is_on(self, name: str) -> bool:
+        return parse_bool(self.flags().get(name, False))
 
 
 LEGACY_FLAGS = (
@@ -253,7 +299,7 @@ LEGACY_FLAGS = (
     LegacyFlag(
         "group_by_length",
         "group_by_length",
-        lambda v: {"train_sampling_strategy": "group_by_length"} if _truthy(v) else {},
+        lambda v: {"train_sampling_strategy": "group_by_length"} if parse_bool(v) else {},
         "--group_by_length is --train_sampling_strategy group_by_length in this transformers; batches are "
         "grouped by audio duration read from file headers.",
         is_switch=True,
@@ -261,7 +307,7 @@ LEGACY_FLAGS = (
     LegacyFlag(
         "overwrite_output_dir",
         "overwrite_output_dir",
-        lambda v: {"resume_from_checkpoint": FRESH_START} if _truthy(v) else {},
+        lambda v: {"resume_from_checkpoint": FRESH_START} if parse_bool(v) else {},
         "--overwrite_output_dir: starting fresh from the model instead of resuming from checkpoints in output_dir "
         "(same as --resume_from_checkpoint false).",
         is_switch=True,
@@ -270,7 +316,7 @@ LEGACY_FLAGS = (
     LegacyFlag(
         "no_cuda",
         "no_cuda",
-        lambda v: {"use_cpu": v} if _truthy(v) else {},
+        lambda v: {"use_cpu": v} if parse_bool(v) else {},
         "--no_cuda is --use_cpu in this transformers; using --use_cpu.",
         is_switch=True,
     ),
@@ -322,7 +368,7 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
             index += 1
         elif flag.is_switch:
             following = argv[index + 1] if index + 1 < len(argv) else ""
-            is_bool = following.lower() in ("true", "false", "1", "0", "yes", "no")
+            is_bool = is_bool_word(following)
             value = following if is_bool else True
             index += 2 if is_bool else 1
         else:
@@ -334,18 +380,20 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
     return out, notes
 
 
-def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+def parse_args(
+    dataclass_types: Sequence[type], argv: Sequence[str] | CommandLine | None = None
+) -> tuple[Any, ...]:
     """Parse a command line (or one .json file) into the given dataclasses, translating legacy flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv if isinstance(argv, CommandLine) else CommandLine.read(argv)
+    argv = command.argv
     training_fields = {
         f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)
     }
     # No abbreviations: argparse would take --learning_rat for --learning_rate (and --do for whichever it likes).
     parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
     try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            config = read_config_file(argv[0])
-            config, notes = translate_legacy_dict(config, training_fields)
+        if command.config is not None:
+            config, notes = translate_legacy_dict(command.config, training_fields)
             _log_notes(notes)
             parsed = tuple(parser.parse_dict(config))
         else:
@@ -464,8 +512,9 @@ class Seq2SeqModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ctc_weight < 1:
-            raise UsageError(f"--ctc_weight {self.ctc_weight}: use a value in [0, 1) (0.3 is usual; 0 = off).")
+        from .joint_ctc import check_ctc_weight
+
+        check_ctc_weight(self.ctc_weight)
         require_model_or_config(self.model_name_or_path, self.config_name)
 
 
@@ -597,8 +646,7 @@ class PretrainingArguments:
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (datasets, models, upload)."})
 
     def __post_init__(self) -> None:
-        if not self.model_name_or_path and not self.config_name:
-            raise UsageError("Pass --model_name_or_path (config + feature extractor) or --config_name.")
+        require_model_or_config(self.model_name_or_path, self.config_name)
         if self.max_train_steps is not None and self.max_train_steps < 1:
             raise UsageError(f"--max_train_steps {self.max_train_steps}: give a positive number of steps.")
         configs = self.dataset_config_names or [None]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +12,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .args import CommandLine
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .ctc import CTCEvalMixin
 from .errors import UsageError
@@ -226,37 +225,16 @@ class Backend:
     trainer_class: type
 
 
-def _requested_flags(argv: Sequence[str]) -> dict[str, Any]:
-    """Flags of a command line (or of its single .json file) with their values; bare switches are True."""
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    flags: dict[str, Any] = {}
-    for index, token in enumerate(argv):
-        if token.startswith("--"):
-            name, has_value, value = token[2:].partition("=")
-            following = argv[index + 1] if index + 1 < len(argv) else None
-            if has_value:
-                flags[name] = value
-            elif following is not None and not following.startswith("--"):
-                flags[name] = following
-            else:
-                flags[name] = True
-    return flags
-
-
-def _on(value: Any) -> bool:
-    return value is True or str(value).lower() in ("true", "1", "yes")
-
-
-def select_backend(argv: Sequence[str], seq2seq: bool = False) -> Backend:
+def select_backend(command: CommandLine | Sequence[str], seq2seq: bool = False) -> Backend:
     """Stock Trainer classes, or optimum-habana's Gaudi classes for ``--use_habana``; checked before any work."""
-    flags = _requested_flags(list(argv))
-    if not _on(flags.get("use_habana", False)):
+    command = command if isinstance(command, CommandLine) else CommandLine.read(command)
+    flags = command.flags()
+    if not command.is_on("use_habana"):
         gaudi_only = [f"--{name}" for name in GAUDI_FLAGS if name in flags and name != "use_habana"]
         if gaudi_only:
             raise BackendError(f"{', '.join(gaudi_only)}: Gaudi flag(s) that need --use_habana. {HABANA_HINT}")
         return Backend("torch", training_arguments_class(seq2seq), trainer_class(seq2seq))
-    if _on(flags.get("fp16", False)):
+    if command.is_on("fp16"):
         raise BackendError("--fp16 is not supported with --use_habana: Gaudi trains in bf16. Use --bf16 instead.")
     try:
         from optimum.habana import (

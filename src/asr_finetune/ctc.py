@@ -14,7 +14,7 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor, set_seed
 
 from . import longform
-from .data import DropCounts, drop_rows
+from .data import DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import DataError, UsageError
 from .metrics import TranscriptMetrics, choose_eval_normalizer, valid_ids
 from .modeling import cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
@@ -97,12 +97,7 @@ def add_labels(
     )
     if min_frames:
         frames = output_frames(model, [round(d * sampling_rate) for d in dataset["duration"]])
-        dataset = drop_rows(
-            dataset,
-            [have >= min_frames for have in frames],
-            f"shorter than --mask_time_length ({min_frames} frames)",
-            drops,
-        )
+        dataset = drop_too_short_for_masks(dataset, frames, min_frames, drops)
     return dataset
 
 

@@ -415,6 +415,15 @@ def drop_rows(dataset: datasets.Dataset, keep: Sequence[bool], reason: str, drop
     return dataset.select([index for index, ok in enumerate(keep) if ok])
 
 
+def drop_too_short_for_masks(
+    dataset: datasets.Dataset, frames: Sequence[int], min_frames: int, drops: DropCounts
+) -> datasets.Dataset:
+    """The one rule for clips too short for SpecAugment / pretraining time masks (``frames``: encoder frames per
+    row): they crash the masking mid-run, so they are dropped at start and counted."""
+    reason = f"too short for the time masks (fewer than {min_frames} encoder frames)"
+    return drop_rows(dataset, [count >= min_frames for count in frames], reason, drops)
+
+
 def reject_bad_rows(
     dataset: datasets.Dataset,
     problems: Sequence[str],
@@ -524,3 +533,38 @@ def prepare_split(
     if len(dataset) == 0:
         raise DataError(f"No usable rows left in {label} (dropped: {drops.summary()}).")
     return dataset, drops
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+DATA_REPORT_FILE = "data_report.json"
+
+
+def log_splits(splits: dict[str, datasets.Dataset], drops: dict[str, DropCounts]) -> None:
+    """One log line per split: what was kept, and what was dropped and why."""
+    for name, split in splits.items():
+        hours = sum(split["duration"]) / 3600
+        logger.info("%s: %d utterances, %.2f h; dropped: %s", name, len(split), hours, drops[name].summary())
+
+
+def write_data_report(
+    output_dir: str | Path,
+    splits: dict[str, datasets.Dataset],
+    drops: dict[str, DropCounts],
+    per_split: dict[str, dict[str, Any]] | None = None,
+    **top: Any,
+) -> None:
+    """data_report.json, one format for every script: per split the utterances and hours kept, what was dropped,
+    why and examples, plus ``per_split`` extras (e.g. characters the vocab lacks) and ``top`` entries."""
+    from .files import write_json
+
+    report: dict[str, Any] = dict(top)
+    for name, split in splits.items():
+        report[name] = {
+            "utterances": len(split),
+            "hours": round(sum(split["duration"]) / 3600, 4),
+            "dropped": drops[name].as_dict(),
+            "dropped_examples": drops[name].examples,
+            **(per_split or {}).get(name, {}),
+        }
+    write_json(report, Path(output_dir) / DATA_REPORT_FILE)

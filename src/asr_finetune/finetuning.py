@@ -15,17 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .checkpoints import checkpoint_problem, read_state, remove_checkpoints, resolve_resume, starts_fresh
-from .data import DropCounts, SplitConfig, prepare_split
+from .data import DropCounts, SplitConfig, log_splits, prepare_split, write_data_report
 from .errors import DataError
 from .features import SpeechDataset
-from .files import write_json, write_jsonl
+from .files import write_jsonl
 from .metrics import utterance_report
 from .outputs import PARTIAL_DIR, publish_files, write_model_card
 from .run import check_hub_access, disk_errors
@@ -33,7 +32,6 @@ from .run import check_hub_access, disk_errors
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "eval_predictions.jsonl"
-DATA_REPORT_FILE = "data_report.json"
 
 
 @dataclass
@@ -58,7 +56,7 @@ class FineTuning:
 
 def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | None, seq2seq: bool = False) -> FineTuning:
     """Step 1 of both scripts: everything that can be checked before any data or model is touched."""
-    from .args import BatchingArguments, parse_args
+    from .args import BatchingArguments, CommandLine, parse_args
     from .backends import adapt_training_arguments, select_backend
     from .launch import prepare_launch_environment
     from .logs import setup_logging
@@ -66,10 +64,10 @@ def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | Non
 
     setup_logging()
     prepare_launch_environment()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    backend = select_backend(argv, seq2seq=seq2seq)
+    command = CommandLine.read(argv)
+    backend = select_backend(command, seq2seq=seq2seq)
     model_args, data_args, batching_args, training_args = parse_args(
-        (model_arguments, data_arguments, BatchingArguments, backend.arguments_class), argv
+        (model_arguments, data_arguments, BatchingArguments, backend.arguments_class), command
     )
     setup_logging(training_args)
     adapt_training_arguments(training_args)
@@ -78,8 +76,8 @@ def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | Non
     resume = prepare_run(training_args)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
-    return FineTuning(model_args, data_args, batching_args, training_args, backend, argv, resume, pretrained, dtype,
-                      run_eval)
+    return FineTuning(model_args, data_args, batching_args, training_args, backend, command.argv, resume, pretrained,
+                      dtype, run_eval)
 
 
 def evaluation_requested(training_args: Any) -> bool:
@@ -93,7 +91,9 @@ def finish_data(
     """Step 5's end: log what each split kept and dropped, refuse an emptied split, write data_report.json."""
     log_splits(splits, drops)
     require_rows(splits, drops)
-    write_data_report(run.training_args, splits, drops, unknown, source)
+    if run.is_main_process:
+        missing = {name: {"characters_missing_from_vocab": dict(unknown.get(name, {}))} for name in splits}
+        write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source)
 
 
 def build_trainer(
@@ -280,28 +280,6 @@ def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, reference
     return results
 
 
-def write_data_report(
-    training_args: Any,
-    splits: dict[str, Any],
-    drops: dict[str, DropCounts],
-    unknown_chars: dict[str, Any],
-    vocab_source: str,
-) -> None:
-    """data_report.json: per split, what was kept, what was dropped and why, characters the vocab lacks."""
-    if training_args.process_index != 0:
-        return
-    report = {"vocab": vocab_source}
-    for name, split in splits.items():
-        report[name] = {
-            "utterances": len(split),
-            "hours": round(sum(split["duration"]) / 3600, 4),
-            "dropped": drops[name].as_dict(),
-            "dropped_examples": drops[name].examples,
-            "characters_missing_from_vocab": dict(unknown_chars.get(name, {})),
-        }
-    write_json(report, Path(training_args.output_dir) / DATA_REPORT_FILE)
-
-
 def prepare_run(training_args: Any) -> str | None:
     """Start-up checks every Trainer run makes before any work: the device can do what the flags ask, one run per
     output_dir (a lock), the Hub reachable when pushing. Returns the checkpoint to resume from (None: start from
@@ -362,9 +340,3 @@ def load_splits(
             split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
             splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
     return splits, drops
-
-
-def log_splits(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
-    for name, split in splits.items():
-        hours = sum(split["duration"]) / 3600
-        logger.info("%s: %d utterances, %.2f h; dropped: %s", name, len(split), hours, drops[name].summary())

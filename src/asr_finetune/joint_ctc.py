@@ -70,6 +70,12 @@ def _encoder_output_size(encoder_config: Any) -> int:
     return encoder_config.hidden_size
 
 
+def check_ctc_weight(weight: float) -> None:
+    """The one rule for ``--ctc_weight``: 0 (off) or a weight below 1 (1 would leave the decoder untrained)."""
+    if not 0 <= weight < 1:
+        raise UsageError(f"--ctc_weight {weight}: use a value in [0, 1) (0.3 is usual; 0 = off).")
+
+
 def attach_ctc_head(model: PreTrainedModel, weight: float, special_ids: Sequence[int], seed: int = 0) -> CTCHead:
     """Add a CTC head (random, seeded) to a warm-started encoder-decoder; resuming a checkpoint restores it.
 
@@ -78,8 +84,7 @@ def attach_ctc_head(model: PreTrainedModel, weight: float, special_ids: Sequence
     encoder output length cannot be derived from the input (Whisper pads every clip to 30 s) and for weights
     outside (0, 1).
     """
-    if not 0 < weight < 1:
-        raise UsageError(f"--ctc_weight {weight}: use a value between 0 and 1 (0.3 is usual), or 0 to turn it off.")
+    check_ctc_weight(weight)
     encoder = model.get_encoder()
     if model.config.model_type != "speech-encoder-decoder" or not hasattr(
         encoder, "_get_feature_vector_attention_mask"

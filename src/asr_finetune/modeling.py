@@ -142,10 +142,22 @@ def load_ctc_model(
     return model
 
 
+def encoder_frames(config: Any, num_samples: Any, add_adapter: bool | None = None) -> torch.Tensor:
+    """Frames a wav2vec2-style encoder makes of inputs of ``num_samples`` samples: its convolutional front end,
+    then the adapter's strided layers when ``add_adapter`` (default: the config's setting). Computed from the
+    config alone, so data can be filtered before a model exists; tested against the models' own method."""
+    lengths = torch.as_tensor(num_samples, dtype=torch.long)
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    if getattr(config, "add_adapter", False) if add_adapter is None else add_adapter:
+        for _ in range(config.num_adapter_layers):
+            lengths = torch.div(lengths - 1, config.adapter_stride, rounding_mode="floor") + 1
+    return lengths.clamp(min=0)
+
+
 def output_frames(model: PreTrainedModel, num_samples: list[int]) -> list[int]:
     """Encoder output frames for inputs of the given sample counts (what CTC has to fit labels into)."""
-    lengths = torch.as_tensor(num_samples, dtype=torch.long)
-    return model._get_feat_extract_output_lengths(lengths).tolist()
+    return encoder_frames(model.config, num_samples).tolist()
 
 
 def use_mean_loss(model: PreTrainedModel) -> PreTrainedModel:

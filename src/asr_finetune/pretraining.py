@@ -18,8 +18,9 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-from .data import DropCounts, SplitConfig, drop_rows, prepare_split
+from .data import DropCounts, SplitConfig, drop_too_short_for_masks, prepare_split
 from .errors import DataError, UsageError
+from .modeling import encoder_frames
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ def new_pretraining_model(config: PretrainedConfig, gradient_checkpointing: bool
     return model
 
 
-def feature_frames(config: PretrainedConfig, num_samples: Any) -> torch.Tensor:
-    """Frames the convolutional feature encoder makes of inputs of ``num_samples`` samples."""
-    lengths = torch.as_tensor(num_samples, dtype=torch.long)
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return lengths.clamp(min=0)
-
-
 def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: weight matrices with ``weight_decay``; biases, norms and embeddings without.
 
@@ -162,21 +155,9 @@ def drop_too_short(
 ) -> datasets.Dataset:
     """Drop clips with no more feature frames than one mask span (they cannot be masked), counting them."""
     samples = [round(duration * sampling_rate) for duration in dataset["duration"]]
-    frames = feature_frames(config, samples).tolist()
-    reason = f"not longer than one mask span ({config.mask_time_length} frames)"
-    return drop_rows(dataset, [count > config.mask_time_length for count in frames], reason, drops)
-
-
-def data_report(splits: dict[str, datasets.Dataset | None], drops: DropCounts) -> dict[str, Any]:
-    """What data_report.json says: clips and hours per split, and what was dropped, why, with examples."""
-    report: dict[str, Any] = {
-        name: {"clips": len(split), "hours": round(sum(split["duration"]) / 3600, 4)}
-        for name, split in splits.items()
-        if split is not None
-    }
-    report["dropped"] = drops.as_dict()
-    report["dropped_examples"] = drops.examples
-    return report
+    frames = encoder_frames(config, samples, add_adapter=False).tolist()
+    # Masked spans need room for an unmasked frame: one frame more than the span.
+    return drop_too_short_for_masks(dataset, frames, config.mask_time_length + 1, drops)
 
 
 # ---------------------------------------------------------------------------------------------- masks and negatives
@@ -193,8 +174,8 @@ def sample_masks_and_negatives(
     (B, T, K) long (indices into the flattened batch, as the model expects) and ``sub_attention_mask`` (B, T).
     """
     batch_size = attention_mask.shape[0]
-    num_frames = int(feature_frames(config, attention_mask.shape[-1]))
-    lengths = feature_frames(config, attention_mask.sum(-1))
+    num_frames = int(encoder_frames(config, attention_mask.shape[-1], add_adapter=False))
+    lengths = encoder_frames(config, attention_mask.sum(-1), add_adapter=False)
     frame_mask = torch.arange(num_frames)[None, :] < lengths[:, None]
     mask = np.zeros((batch_size, num_frames), dtype=bool)
     if 0 < config.mask_time_length <= num_frames and config.mask_time_prob > 0:

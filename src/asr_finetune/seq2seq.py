@@ -27,12 +27,13 @@ from transformers import (
 )
 
 from . import longform
-from .data import DropCounts, drop_rows
+from .data import DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import UsageError
 from .metrics import TranscriptMetrics, valid_ids
 from .modeling import (
     cast_inputs,
     dtype_kwargs,
+    encoder_frames,
     find_tokenizer,
     freeze_unused_mask_embedding,
     load_feature_extractor,
@@ -443,14 +444,9 @@ def drop_too_short_for_masking(
     mask_length = getattr(encoder_config, "mask_time_length", 0)
     if not (getattr(encoder_config, "mask_time_prob", 0) > 0 and mask_length):
         return dataset
-    encoder = model.get_encoder()
-    samples = torch.as_tensor([round(d * sampling_rate) for d in dataset["duration"]], dtype=torch.long)
-    try:
-        frames = encoder._get_feat_extract_output_lengths(samples, add_adapter=False)
-    except TypeError:
-        frames = encoder._get_feat_extract_output_lengths(samples)
-    keep = [int(n) >= mask_length for n in frames]
-    return drop_rows(dataset, keep, f"shorter than --mask_time_length ({mask_length} frames)", drops)
+    samples = [round(d * sampling_rate) for d in dataset["duration"]]
+    frames = encoder_frames(encoder_config, samples, add_adapter=False).tolist()
+    return drop_too_short_for_masks(dataset, frames, mask_length, drops)
 
 
 def unrepresentable_characters(texts: Sequence[str], labels: Sequence[Sequence[int]], tokenizer: Any) -> Counter:
