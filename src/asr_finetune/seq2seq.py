@@ -182,6 +182,8 @@ def consistent_decoder_layers(decoder_config: Any, name: str) -> None:
             name, decoder_config.model_type, layers, decoder_config.encoder_layers, layers,
         )  # fmt: skip
         decoder_config.encoder_layers = layers
+        if getattr(decoder_config, "num_hidden_layers", layers) != layers:  # a plain attribute on transformers 4.x
+            decoder_config.num_hidden_layers = layers
     if getattr(decoder_config, "num_hidden_layers", layers) != layers:
         raise UsageError(
             f"{name}: the decoder config has decoder_layers={layers} but num_hidden_layers="
