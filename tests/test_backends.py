@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from asr_finetune.backends import BackendError, select_backend
+from asr_finetune.backends import PRIVATE_TRAINER_HOOKS, BackendError, select_backend
 
 from conftest import REPO
 
@@ -47,3 +47,16 @@ def test_use_habana_without_optimum_habana_stops_at_start_saying_what_to_install
         [sys.executable, str(script), *BASE, "--use_habana", "--bf16"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "optimum-habana" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", PRIVATE_TRAINER_HOOKS)
+def test_trainer_internals_we_override_still_exist(name: str) -> None:
+    """A rename upstream would silently turn our override into dead code: fail here instead."""
+    import inspect
+
+    from transformers import Seq2SeqTrainer, Trainer
+
+    for cls in (Trainer, Seq2SeqTrainer):
+        assert callable(getattr(cls, name, None)), f"{cls.__name__}.{name} is gone"
+    if name == "_save":
+        assert list(inspect.signature(Trainer._save).parameters)[:3] == ["self", "output_dir", "state_dict"]

@@ -57,6 +57,15 @@ def wants_length_grouping(args: Any) -> bool:
     )
 
 
+PRIVATE_TRAINER_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "_prepare_inputs", "_save",
+                         "_load_from_checkpoint", "get_batch_samples")
+"""Trainer internals we override or call (checked against transformers 4.55 and 5.24): ``_get_train_sampler``
+(length grouping by header durations), ``_get_eval_sampler`` (evaluation in dataset order), ``_prepare_inputs``
+(throughput and clip ids out of the batch), ``_save`` (finite weights, no token in training_args.bin),
+``_load_from_checkpoint`` (the weights of a finished run, :mod:`asr_finetune.finetuning`), ``get_batch_samples``
+(loader wait). tests/test_backends.py fails when transformers renames one of them."""
+
+
 class SpeechSamplingMixin:
     """What our trainers add to the stock ones.
 

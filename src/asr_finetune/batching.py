@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -271,3 +271,44 @@ class PretrainingCollator:
         batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, return_attention_mask=True)
         masks = sample_masks_and_negatives(self.config, batch["attention_mask"])
         return {**batch, **masks, **audio_stats(items, skipped=skipped)}
+
+
+# ---------------------------------------------------------------------------------------------- flags
+
+
+@dataclass
+class BatchingArguments:
+    """How training batches are formed; shared by every entry script."""
+
+    max_batch_duration: float | None = field(
+        default=None,
+        metadata={"help": "Form batches of up to this many seconds of padded audio from duration buckets "
+                  "(per device; --per_device_train_batch_size is then ignored)."},
+    )
+    duration_buckets: bool = field(
+        default=False,
+        metadata={"help": "Draw fixed-size batches (--per_device_train_batch_size) from duration buckets."},
+    )
+    num_duration_buckets: int = field(
+        default=0, metadata={"help": "Equal-count duration buckets; 0 picks about four batches per bucket."}
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.duration_buckets or self.max_batch_duration is not None
+
+    def sampler(
+        self, durations: Sequence[float], batch_size: int, *, seed: int, num_replicas: int = 1, rank: int = 0,
+        drop_last: bool = False,
+    ) -> Any:
+        """The duration-bucketed batch sampler these flags ask for (``batch_size`` unless a duration budget)."""
+        return DurationBatchSampler(
+            durations,
+            max_batch_duration=self.max_batch_duration,
+            batch_size=None if self.max_batch_duration is not None else batch_size,
+            num_buckets=self.num_duration_buckets,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            drop_last=drop_last,
+        )
