@@ -15,7 +15,7 @@ from accelerate.utils import set_seed
 
 from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
 from asr_finetune.batching import PretrainingCollator
-from asr_finetune.checkpoints import remove_checkpoints, resolve_resume, starts_fresh
+from asr_finetune.checkpoints import resume_point
 from asr_finetune.data import DropCounts, SplitConfig, log_splits, write_data_report
 from asr_finetune.features import SpeechDataset
 from asr_finetune.logs import setup_logging
@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 6. Train, resuming from the newest complete checkpoint in output_dir; save model + feature extractor
-    resume = resolve_resume(args.output_dir, args.resume_from_checkpoint)
-    if resume is None and starts_fresh(args.resume_from_checkpoint) and accelerator.is_main_process:
-        remove_checkpoints(args.output_dir)
+    resume = resume_point(args.output_dir, args.resume_from_checkpoint, accelerator.is_main_process)
     pretrainer = Pretrainer(args, accelerator, model, feature_extractor, collator, train_dataset, eval_dataset,
                             batching=batching)
     with disk_errors(args.output_dir):

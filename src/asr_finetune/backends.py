@@ -139,7 +139,7 @@ class SpeechSamplingMixin:
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         loss = super().training_step(model, inputs, *args, **kwargs)
-        self.nonfinite.losses.append(float(loss.detach()))
+        self.nonfinite.add_loss(float(loss.detach()))
         return loss
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:

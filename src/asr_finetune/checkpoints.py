@@ -98,6 +98,20 @@ def remove_checkpoints(output_dir: str | Path) -> list[str]:
     return removed
 
 
+def _fresh(resume_from_checkpoint: str | None) -> bool:
+    return (resume_from_checkpoint or "").strip().lower() in FRESH_VALUES and resume_from_checkpoint is not None
+
+
+def resume_point(output_dir: str | Path, resume_from_checkpoint: str | None, is_main_process: bool) -> str | None:
+    """What a training run starts from: the checkpoint :func:`resolve_resume` picks, or None. A fresh start
+    (``--resume_from_checkpoint false``, ``--overwrite_output_dir``) also removes the old checkpoints (main process),
+    so a later rerun cannot resume from the run being replaced."""
+    resume = resolve_resume(output_dir, resume_from_checkpoint)
+    if resume is None and _fresh(resume_from_checkpoint) and is_main_process:
+        remove_checkpoints(output_dir)
+    return resume
+
+
 def resolve_resume(output_dir: str | Path, resume_from_checkpoint: str | None, start_fresh: bool = False) -> str | None:
     """The checkpoint to resume from, or None to start from the model.
 
@@ -105,7 +119,7 @@ def resolve_resume(output_dir: str | Path, resume_from_checkpoint: str | None, s
     ``false``: start fresh. ``true``/``latest``: the newest, and an error if there is none. A path: that one.
     """
     value = (resume_from_checkpoint or "").strip()
-    if start_fresh or value.lower() in FRESH_VALUES:
+    if start_fresh or _fresh(resume_from_checkpoint):
         logger.info("Starting fresh: checkpoints in %s are not used.", output_dir)
         return None
     if value and value.lower() not in ("true", "latest", "yes"):
@@ -124,6 +138,3 @@ def resolve_resume(output_dir: str | Path, resume_from_checkpoint: str | None, s
         raise UsageError(f"--resume_from_checkpoint {value}: no complete checkpoint in {output_dir}.")
     return None
 
-
-def starts_fresh(resume_from_checkpoint: str | None) -> bool:
-    return (resume_from_checkpoint or "").strip().lower() in FRESH_VALUES and resume_from_checkpoint is not None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import checkpoint_problem, read_state, remove_checkpoints, resolve_resume, starts_fresh
+from .checkpoints import checkpoint_problem, read_state, resume_point
 from .data import DropCounts, SplitConfig, log_splits, prepare_split, write_data_report
 from .errors import DataError
 from .features import SpeechDataset
@@ -133,7 +133,7 @@ def train_evaluate_and_report(
     if run.training_args.do_train:
         results.update(train_and_save(trainer, run.resume))
     if run.training_args.do_eval:
-        results.update(evaluate_and_report(trainer, trainer.eval_dataset, metrics, metrics.references))
+        results.update(evaluate_and_report(trainer, metrics))
     if run.is_main_process:
         write_model_card(
             run.training_args.output_dir,
@@ -258,11 +258,14 @@ def require_rows(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
             )
 
 
-def evaluate_and_report(trainer: Any, eval_dataset: Any, metrics: Any, references: Sequence[str]) -> dict[str, float]:
-    """Evaluate once; log and save the metrics and write one line per utterance to eval_predictions.jsonl.
+def evaluate_and_report(trainer: Any, metrics: Any) -> dict[str, float]:
+    """Evaluate once on the trainer's eval dataset; log and save the metrics and write one line per utterance to
+    eval_predictions.jsonl.
 
-    ``metrics`` is the Trainer's compute_metrics object; after prediction it holds ``hypotheses``.
+    ``metrics`` is the Trainer's compute_metrics object: it holds the references, and after prediction the
+    ``hypotheses``.
     """
+    eval_dataset, references = trainer.eval_dataset, metrics.references
     output = trainer.predict(eval_dataset, metric_key_prefix="eval")
     results = dict(output.metrics)
     trainer.log_metrics("eval", results)
@@ -293,12 +296,8 @@ def prepare_run(training_args: Any) -> str | None:
     check_hub_access(training_args)
     if not training_args.do_train:
         return None
-    resume = resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
-    if resume is None and starts_fresh(training_args.resume_from_checkpoint):
-        with training_args.main_process_first(desc="fresh start"):
-            if training_args.process_index == 0:
-                remove_checkpoints(training_args.output_dir)
-    return resume
+    return resume_point(training_args.output_dir, training_args.resume_from_checkpoint,
+                        training_args.process_index == 0)
 
 
 def load_splits(

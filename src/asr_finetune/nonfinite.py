@@ -69,10 +69,13 @@ class NonFiniteGuard:
         self.batch_ids.clear()
         self.losses.clear()
 
-    def add_batch(self, ids: Sequence[str] | None, loss: float | None = None) -> None:
+    def add_batch(self, ids: Sequence[str] | None) -> None:
+        """The clip ids of a micro-batch of the current step (named if the step goes wrong)."""
         self.batch_ids.extend(ids or [])
-        if loss is not None:
-            self.losses.append(loss)
+
+    def add_loss(self, loss: float) -> None:
+        """A micro-batch loss of the current step (says whether the loss or only the gradients went wrong)."""
+        self.losses.append(loss)
 
     def check(self, parameters: Iterable[torch.nn.Parameter], step: int) -> bool:
         """Before optimizer step ``step`` (1-based): True when it may go ahead. With "skip", the gradients of a

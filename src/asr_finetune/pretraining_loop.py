@@ -280,7 +280,7 @@ class Pretrainer:
                 accelerator.backward(figures.loss * multiplier)
         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or math.inf)
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        self.nonfinite.losses[:] = [totals.loss]
+        self.nonfinite.add_loss(totals.loss)
         if self.nonfinite.check(self.model.parameters(), self.state.global_step + 1):
             self.optimizer.step()
         if not accelerator.optimizer_step_was_skipped:
