@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One recipe per published result, from configs/*.json.
+# One recipe per published result, from configs/TASK/*.json (TASK: ctc, seq2seq, pretraining).
 #   ./run_examples.sh list                      recipes with their published figures
 #   ./run_examples.sh NAME [--nproc N] [--dry-run] [-- extra script flags]
 set -euo pipefail

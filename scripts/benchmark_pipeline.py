@@ -26,8 +26,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from asr_finetune.audio import audio_info, load_audio
 from asr_finetune.batching import DurationBatchSampler
-from asr_finetune.data import read_manifest
 from asr_finetune.files import write_jsonl
+from asr_finetune.local_datasets import read_manifest
 from asr_finetune.synthetic import make_corpus
 from asr_finetune.tiny_models import save_tiny_wav2vec2
 

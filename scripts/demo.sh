@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The built-in demo: install, speak a digits corpus with espeak-ng, fine-tune a tiny wav2vec2-shaped CTC
 # model from random weights on the CPU, evaluate it on held-out strings, transcribe a few clips.
-# The recipe is configs/demo_synthetic_digits_ctc.json; rerunning resumes from the last checkpoint.
+# The recipe is configs/ctc/demo_synthetic_digits_ctc.json; rerunning resumes from the last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -2,7 +2,7 @@
 # The sequence-to-sequence demo: speak the digits corpus with espeak-ng, warm-start a tiny wav2vec2-shaped
 # encoder + tiny BART-shaped decoder (random weights; the decoder's BPE tokenizer is trained on the corpus text),
 # fine-tune the pair on the CPU with joint CTC-attention, evaluate with generate on held-out strings, transcribe.
-# The recipe is configs/demo_synthetic_digits_seq2seq.json; rerunning resumes from the last checkpoint.
+# The recipe is configs/seq2seq/demo_synthetic_digits_seq2seq.json; rerunning resumes from the last checkpoint.
 # SKIP_INSTALL=1 skips the install step.
 set -euo pipefail
 cd "$(dirname "$0")/.."

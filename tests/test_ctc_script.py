@@ -227,7 +227,7 @@ def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, c
     results = json.loads((straight / "train_results.json").read_text())
     assert results["train_audio_seconds_per_second"] > 0
     assert 0 <= results["train_padding_fraction"] < 0.15
-    assert 0 <= results["train_loader_wait_share"] < 1
+    assert "train_loader_wait_share" in results  # its arithmetic: test_batching.test_throughput_windows
     state = json.loads((straight / "trainer_state.json").read_text())
     assert "padding_fraction" in state["log_history"][0]
     epochs_at_10 = [e["epoch"] for e in state["log_history"] if e.get("step") == 10][0]

@@ -4,14 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_finetune.data import (
-    DataError,
-    SplitConfig,
-    discover_local_splits,
-    load_split,
-    parse_split_expression,
-    prepare_split,
-)
+from asr_finetune.data import DataError, SplitConfig, load_split, prepare_split
+from asr_finetune.local_datasets import discover_local_splits, parse_split_expression
 from asr_finetune.text import TextNormalizer
 
 

@@ -3,13 +3,14 @@
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from asr_finetune.launch import launch_plan
 
-from conftest import REPO, free_port
+from conftest import REPO, run_on_free_port
 
 CTC = str(REPO / "scripts" / "run_speech_recognition_ctc.py")
 SPAWN = str(REPO / "scripts" / "gaudi_spawn.py")
@@ -57,8 +58,8 @@ def check_two_process_run(proc: subprocess.CompletedProcess, output_dir: Path) -
     assert len(rows) == 8  # every eval utterance once, gathered over both ranks
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+def run(command: Callable[[str], list[str]]) -> subprocess.CompletedProcess:
+    return run_on_free_port(command, timeout=600)
 
 
 # torch.distributed.launch is the seed recipes' legacy launcher: it passes --local-rank to the script.
@@ -67,44 +68,23 @@ def test_torchrun_and_legacy_launch_two_processes(
     launcher: str, tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / launcher
-    command = [sys.executable, "-m", launcher, "--nproc_per_node", "2", "--master_port", free_port(), CTC]
-    proc = run(command + ctc_args(tiny_model, corpus, out))
+    proc = run(lambda port: [sys.executable, "-m", launcher, "--nproc_per_node", "2", "--master_port", port, CTC,
+                             *ctc_args(tiny_model, corpus, out)])
     check_two_process_run(proc, out)
 
 
 def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "mpi"
-    proc = run(
-        [
-            sys.executable,
-            SPAWN,
-            "--world_size",
-            "2",
-            "--use_mpi",
-            "--master_port",
-            free_port(),
-            CTC,
-            *ctc_args(tiny_model, corpus, out),
-        ]
-    )
+    proc = run(lambda port: [sys.executable, SPAWN, "--world_size", "2", "--use_mpi", "--master_port", port, CTC,
+                             *ctc_args(tiny_model, corpus, out)])
     assert "mpirun -n 2 --bind-to core --map-by socket:PE=" in proc.stdout
     check_two_process_run(proc, out)
 
 
 def test_gaudi_spawn_over_torchrun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "spawn-torchrun"
-    proc = run(
-        [
-            sys.executable,
-            SPAWN,
-            "--world_size",
-            "2",
-            "--master_port",
-            free_port(),
-            CTC,
-            *ctc_args(tiny_model, corpus, out),
-        ]
-    )
+    proc = run(lambda port: [sys.executable, SPAWN, "--world_size", "2", "--master_port", port, CTC,
+                             *ctc_args(tiny_model, corpus, out)])
     assert "torch.distributed.run --nproc_per_node 2" in proc.stdout
     check_two_process_run(proc, out)
 

@@ -7,8 +7,6 @@ import logging
 import os
 import runpy
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
-from asr_finetune.args import BatchingArguments, PretrainingArguments, parse_args
+from asr_finetune import pretraining
+from asr_finetune.args import parse_args
 from asr_finetune.batching import PretrainingCollator
 from asr_finetune.modeling import encoder_frames
 from asr_finetune.pretraining import (
@@ -26,10 +25,11 @@ from asr_finetune.pretraining import (
     decay_parameter_groups,
     gumbel_temperature,
 )
-from asr_finetune.pretraining_loop import LOG_FILE, RESULTS_FILE
+from asr_finetune.pretraining_log import LOG_FILE
+from asr_finetune.pretraining_loop import RESULTS_FILE
 from asr_finetune.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
 
-from conftest import REPO
+from conftest import REPO, run_on_free_port
 
 SCRIPT = REPO / "scripts" / "run_wav2vec2_pretraining_no_trainer.py"
 CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
@@ -154,8 +154,8 @@ def test_config_that_cannot_be_pretrained_names_each_setting(corpus: Path, tmp_p
 
 
 def test_demo_json_config_parses() -> None:
-    config = str(REPO / "configs" / "demo_pretraining.json")
-    args, batching = parse_args((PretrainingArguments, BatchingArguments), [config])
+    config = str(REPO / "configs" / "pretraining" / "demo_pretraining.json")
+    args, batching = parse_args(pretraining.ARGUMENTS, [config])
     assert args.dataset_split_names == ["train"] and args.max_train_steps > 0 and not batching.enabled
 
 
@@ -228,12 +228,6 @@ def test_rerun_resumes_at_the_checkpoint_step_and_temperature(
     assert json.loads((output_dir / RESULTS_FILE).read_text())["global_step"] == 24
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_cpu_processes_train_one_model_with_the_same_loss_scale(
     pretrained: Path, tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
@@ -242,9 +236,11 @@ def test_two_cpu_processes_train_one_model_with_the_same_loss_scale(
     args = pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "3", "--saving_steps", "3")
     args[args.index("--per_device_train_batch_size") + 1] = "2"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    done = subprocess.run([*launcher, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
+    done = run_on_free_port(
+        lambda port: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                      "127.0.0.1", "--master_port", port, str(SCRIPT), *args],
+        env=env, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Process 1 of 2" in done.stdout + done.stderr
     results = json.loads((output_dir / RESULTS_FILE).read_text())

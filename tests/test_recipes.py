@@ -11,7 +11,7 @@ from asr_finetune.recipes import args_to_argv, list_recipes, main, recipe_comman
 
 from conftest import REPO
 
-RECIPES = list_recipes()
+RECIPES = list_recipes(REPO / "configs")
 
 
 def test_every_published_table_row_has_a_recipe() -> None:
@@ -37,10 +37,10 @@ def test_recipe_resolves_and_its_arguments_parse(recipe) -> None:
     if gaudi:  # parsed here by the stock classes: Gaudi flags (and bf16, refused on CPU) set aside
         assert recipe.args.get("use_habana") is True and recipe.args.get("bf16") and "fp16" not in recipe.args
         argv = args_to_argv({k: v for k, v in recipe.args.items() if k not in (*GAUDI_FLAGS, "bf16")})
-    groups = script_arguments(recipe.script)
+    groups = script_arguments(recipe.task)
     parsed = parse_args(groups, argv)
     assert any(getattr(group, "output_dir", None) == recipe.args["output_dir"] for group in parsed)
-    if "pretraining" not in recipe.script:
+    if recipe.task != "pretraining":
         assert isinstance(parsed[-1], TrainingArguments)
     for group in parsed:
         if isinstance(group, TrainingArguments):
@@ -51,9 +51,9 @@ def test_recipe_resolves_and_its_arguments_parse(recipe) -> None:
 
 
 def test_a_config_file_is_itself_a_flag_file() -> None:
-    config = REPO / "configs" / "timit_wav2vec2_base.json"
+    config = REPO / "configs" / "ctc" / "timit_wav2vec2_base.json"
     assert RECIPE_KEY in json.loads(config.read_text())
-    model, data, _, training = parse_args(script_arguments("scripts/run_speech_recognition_ctc.py"), [str(config)])
+    model, data, _, training = parse_args(script_arguments("ctc"), [str(config)])
     assert model.model_name_or_path == "facebook/wav2vec2-base" and training.num_train_epochs == 20
 
 
@@ -69,10 +69,29 @@ def test_launch_as_published_or_overridden() -> None:
     assert Path(command[0]).name == "mpirun" and command[2] == "8" and env["MASTER_PORT"] == "29500"
 
 
-def test_dry_run_prints_and_runs_nothing(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_dry_run_prints_and_runs_nothing(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # as run_examples.sh runs it
     assert main(["demo_synthetic_digits_ctc", "--dry-run", "--nproc", "2", "--", "--max_steps", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("python scripts/make_synthetic_corpus.py")
     assert "--nproc_per_node 2" in lines[-1] and lines[-1].endswith("--max_steps 5")
     assert main(["list"]) == 0
     assert "timit_wav2vec2_base" in capsys.readouterr().out
+
+
+def test_the_config_folder_names_the_script() -> None:
+    scripts = {recipe.task: recipe.script for recipe in RECIPES}
+    assert scripts == {
+        "ctc": "scripts/run_speech_recognition_ctc.py",
+        "seq2seq": "scripts/run_speech_recognition_seq2seq.py",
+        "pretraining": "scripts/run_wav2vec2_pretraining_no_trainer.py",
+    }
+    for recipe in RECIPES:
+        assert "script" not in json.loads(recipe.path.read_text())[RECIPE_KEY], recipe.path
+
+
+def test_a_folder_that_names_no_script_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "x.json").write_text(json.dumps({RECIPE_KEY: {}, "output_dir": "x"}))
+    with pytest.raises(ValueError, match="runs no entry script"):
+        list_recipes(tmp_path)

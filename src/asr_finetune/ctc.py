@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,74 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor, set_seed
 
 from . import longform
-from .data import DropCounts, drop_rows, drop_too_short_for_masks
+from .batching import BatchingArguments
+from .data import DataArguments, DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import DataError, UsageError
-from .metrics import TranscriptMetrics, choose_eval_normalizer, valid_ids
-from .modeling import cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
+from .metrics import TranscriptMetrics, check_metric_names, choose_eval_normalizer, valid_ids
+from .modeling import ModelArguments, cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
 from .text import TextNormalizer, infer_case, resolve_text_language
 from .vocab import VOCAB_FILE, build_vocab, format_missing, missing_characters, save_vocab
 
 logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class CTCDataArguments(DataArguments):
+    """Data, text and vocabulary options of run_speech_recognition_ctc.py."""
+
+    chars_to_ignore: list[str] | None = field(
+        default=None, metadata={"help": "Characters removed from transcripts, e.g. --chars_to_ignore , ? . ! - \\; \\:"}
+    )
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer"], metadata={"help": "Any of: wer cer."})
+    do_lower_case: bool = field(
+        default=True,
+        metadata={"help": "Lower-case text for a new vocab. A tokenizer brought along keeps its own case convention."},
+    )
+    unk_token: str = field(default="[UNK]", metadata={"help": "Unknown token of a new vocab."})
+    pad_token: str = field(default="[PAD]", metadata={"help": "Padding token of a new vocab (the CTC blank)."})
+    word_delimiter_token: str = field(default="|", metadata={"help": "Stands for the space in a new vocab."})
+    phoneme_language: str | None = field(
+        default=None, metadata={"help": "Transcribe text to phonemes with espeak (e.g. 'tr', 'en-us')."}
+    )
+
+    def __post_init__(self) -> None:
+        check_metric_names(self.eval_metrics)
+
+
+@dataclass
+class CTCModelArguments(ModelArguments):
+    """Model options of run_speech_recognition_ctc.py."""
+
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Use this tokenizer instead of building a vocab from the training text."}
+    )
+    new_vocab: bool = field(
+        default=False, metadata={"help": "Build a vocab from the data even if the model dir carries a tokenizer."}
+    )
+    freeze_feature_encoder: bool = field(default=True, metadata={"help": "Do not train the convolutional front end."})
+    attention_dropout: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
+    activation_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the feed-forward layers."})
+    feat_proj_dropout: float = field(default=0.0, metadata={"help": "Dropout after the feature projection."})
+    hidden_dropout: float = field(default=0.0, metadata={"help": "Dropout on hidden states."})
+    final_dropout: float = field(default=0.0, metadata={"help": "Dropout before the CTC head."})
+    mask_time_prob: float = field(default=0.05, metadata={"help": "SpecAugment: share of frames masked in time."})
+    mask_time_length: int = field(default=10, metadata={"help": "SpecAugment: frames per time mask."})
+    mask_feature_prob: float = field(default=0.0, metadata={"help": "SpecAugment: share of feature channels masked."})
+    mask_feature_length: int = field(default=10, metadata={"help": "SpecAugment: channels per feature mask."})
+    layerdrop: float = field(default=0.0, metadata={"help": "Probability of skipping a transformer layer."})
+    ctc_loss_reduction: str = field(default="mean", metadata={"help": "'mean' or 'sum'.", "choices": ["mean", "sum"]})
+    ctc_zero_infinity: bool = field(default=False, metadata={"help": "Zero infinite CTC losses instead of failing."})
+    add_adapter: bool = field(default=False, metadata={"help": "Add an adapter on top of the encoder."})
+    def config_overrides(self) -> dict[str, Any]:
+        names = (
+            "attention_dropout activation_dropout feat_proj_dropout hidden_dropout final_dropout mask_time_prob "
+            "mask_time_length mask_feature_prob mask_feature_length layerdrop ctc_loss_reduction ctc_zero_infinity "
+            "add_adapter"
+        ).split()
+        return {name: getattr(self, name) for name in names}
 
 
 def normalizer_for(
@@ -188,6 +249,14 @@ def existing_tokenizer(
             )
             return tokenizer, f"carried by {model_args.model_name_or_path}"
     return None, ""
+
+
+SCRIPT = "run_speech_recognition_ctc.py"
+"""The entry script (in scripts/) this module's steps serve; its recipes live in configs/<this module's name>/."""
+ARGUMENTS: tuple[type, ...] = (CTCModelArguments, CTCDataArguments, BatchingArguments)
+"""The script's own argument groups, before the TrainingArguments of the backend."""
+TRAINER: str | None = "trainer"
+"""Which Trainer runs it: "trainer", "seq2seq_trainer", or None (its own Accelerate loop)."""
 
 
 # ---------------------------------------------------------------------------------------------- script steps

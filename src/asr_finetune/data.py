@@ -6,10 +6,7 @@ Every loader ends in the same shape: a ``datasets.Dataset`` whose audio column h
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,241 +17,14 @@ import datasets
 
 from .audio import AudioError, audio_info, describe_source, load_audio
 from .errors import DataError
+from .local_datasets import is_local_dataset, load_local
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
-METADATA_STEM = "metadata"
-AUDIOFOLDER_PATH_COLUMN = "file_name"
 
 
 AUDIO_CHECKS = ("header", "tail", "full")
 """How much of each file the start-up check reads: the header; the header and the last frames (catches truncated
 files); or everything (also catches NaN/inf samples and any decode error, at the cost of one full decode)."""
-
-# ---------------------------------------------------------------------------------------------- split expressions
-
-_SPLIT_PART = re.compile(r"^\s*(?P<name>[^\[\]+]+?)\s*(?:\[(?P<start>[^:\]]*):(?P<stop>[^\]]*)\])?\s*$")
-
-
-@dataclass(frozen=True)
-class SplitPart:
-    """One term of a split expression such as ``train[:100]`` or ``validation[10%:]``."""
-
-    name: str
-    start: str = ""
-    stop: str = ""
-
-    def bounds(self, size: int) -> tuple[int, int]:
-        def resolve(value: str, default: int) -> int:
-            if value == "":
-                return default
-            if value.endswith("%"):
-                index = round(float(value[:-1]) * size / 100)
-            else:
-                index = int(value)
-            if index < 0:
-                index += size
-            return max(0, min(size, index))
-
-        return resolve(self.start, 0), resolve(self.stop, size)
-
-
-def parse_split_expression(expression: str) -> list[SplitPart]:
-    """Parse ``train+validation``, ``train[:100]``, ``test[50%:]`` as the datasets library does."""
-    parts = []
-    for term in expression.split("+"):
-        match = _SPLIT_PART.match(term)
-        if not match:
-            raise DataError(
-                f"Cannot parse split expression {expression!r}: use names joined by '+', each optionally "
-                "sliced like 'train[:100]' or 'train[10%:50%]'."
-            )
-        parts.append(SplitPart(match["name"], (match["start"] or "").strip(), (match["stop"] or "").strip()))
-    return parts
-
-
-# ---------------------------------------------------------------------------------------------- local datasets
-
-
-def is_local_dataset(name: str) -> bool:
-    return Path(name).expanduser().exists()
-
-
-def discover_local_splits(root: str | Path) -> dict[str, Path]:
-    """Map split names to manifest files for a local dataset path.
-
-    - a manifest file: one split named after the file stem (``train.jsonl`` -> ``train``);
-    - a directory of manifests: ``train.csv``, ``test.jsonl``, ... one split each;
-    - an audiofolder: split sub-directories each holding ``metadata.{jsonl,csv}``, or one
-      ``metadata.{jsonl,csv}`` at the top (a single ``train`` split).
-    """
-    root = Path(root).expanduser()
-    if root.is_file():
-        if root.suffix not in MANIFEST_SUFFIXES:
-            raise DataError(f"{root} is not a manifest: expected one of {', '.join(MANIFEST_SUFFIXES)}.")
-        return {root.stem: root}
-    splits: dict[str, Path] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        metadata = _metadata_file(sub)
-        if metadata is not None:
-            splits[sub.name] = metadata
-    if not splits:
-        top = _metadata_file(root)
-        if top is not None:
-            return {"train": top}
-        for path in sorted(root.iterdir()):
-            if path.is_file() and path.suffix in MANIFEST_SUFFIXES:
-                splits[path.stem] = path
-    if not splits:
-        raise DataError(
-            f"No dataset found in {root}: expected split folders with metadata.jsonl/metadata.csv "
-            "(audiofolder), or manifest files named <split>.jsonl / <split>.csv."
-        )
-    return splits
-
-
-def _metadata_file(directory: Path) -> Path | None:
-    for suffix in MANIFEST_SUFFIXES:
-        candidate = directory / f"{METADATA_STEM}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_manifest(path: str | Path, audio_column: str, text_column: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a manifest, with audio paths made absolute (relative paths are relative to the manifest).
-
-    Paths may point anywhere the user can read (absolute, or ``..`` out of the manifest's folder). Every row must
-    be an object whose audio value is a path and whose transcript (``text_column``) is a string: a row that is not
-    is an error naming the file and row.
-    """
-    path = Path(path)
-    located = _read_rows(path)
-    if not located:
-        raise DataError(f"Manifest {path} has no rows.")
-    rows = [row for _, row in located]
-    if audio_column not in rows[0] and AUDIOFOLDER_PATH_COLUMN in rows[0]:
-        for row in rows:
-            if AUDIOFOLDER_PATH_COLUMN in row:
-                row[audio_column] = row.pop(AUDIOFOLDER_PATH_COLUMN)
-    base = path.parent
-    for where, row in located:
-        value = row.get(audio_column)
-        if isinstance(value, str) and value:
-            audio_path = Path(value).expanduser()
-            row[audio_column] = str(audio_path if audio_path.is_absolute() else (base / audio_path).resolve())
-        elif value is not None and not isinstance(value, (str, dict)):
-            raise DataError(
-                f"{path} {where}: the audio column {audio_column!r} holds {type(value).__name__} {value!r}; "
-                "it must be a file path."
-            )
-        text = row.get(text_column) if text_column else None
-        if text is not None and not isinstance(text, str):
-            raise DataError(
-                f"{path} {where}: the transcript ({text_column!r}) is {type(text).__name__} {text!r}, not text. "
-                'Quote it as a string (e.g. "42").'
-            )
-    return rows
-
-
-def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Rows of a manifest file, each with where it stands ("line 3", "row 2") for error messages."""
-    try:
-        if path.suffix in (".csv", ".tsv"):
-            return _read_delimited(path, "\t" if path.suffix == ".tsv" else ",")
-        if path.suffix == ".jsonl":
-            rows = []
-            with open(path, encoding="utf-8-sig") as handle:
-                for line_number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append((f"line {line_number}", _as_row(json.loads(line), path, f"line {line_number}")))
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path}:{line_number} is not valid JSON: {err.msg}.") from err
-            return rows
-        with open(path, encoding="utf-8-sig") as handle:
-            data = json.load(handle)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text: {err}.") from err
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}.") from err
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DataError(f"{path} must hold a JSON list of rows (or {{'data': [...]}}).")
-    return [(f"row {index}", _as_row(row, path, f"row {index}")) for index, row in enumerate(data)]
-
-
-def _as_row(value: Any, path: Path, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise DataError(f"{path} {where} is {type(value).__name__}, not an object with column names.")
-    return value
-
-
-def _read_delimited(path: Path, delimiter: str) -> list[tuple[str, dict[str, Any]]]:
-    """CSV/TSV rows; a byte-order mark is dropped, and a row with more or fewer fields than the header is an error
-    (an unquoted comma in a transcript would otherwise cut it silently)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            return []
-        header = [name.strip() for name in header]
-        rows = []
-        for fields in reader:
-            if not any(field.strip() for field in fields):
-                continue
-            if len(fields) != len(header):
-                name = "tab" if delimiter == "\t" else "comma"
-                raise DataError(
-                    f"{path} line {reader.line_num}: {len(fields)} fields, the header has {len(header)} "
-                    f"({', '.join(header)}). Quote fields that contain a {name} "
-                    f'(e.g. "one, two") or fix the row.'
-                )
-            rows.append((f"line {reader.line_num}", dict(zip(header, fields, strict=True))))
-        return rows
-
-
-def _load_local(root: str, expression: str, audio_column: str, text_column: str | None) -> datasets.Dataset:
-    available = discover_local_splits(root)
-    pieces = []
-    for part in parse_split_expression(expression):
-        if part.name not in available:
-            raise DataError(
-                f"Split {part.name!r} not found in {root}. Available splits: {', '.join(sorted(available))}. "
-                "Set --train_split_name / --eval_split_name to one of them."
-            )
-        rows = read_manifest(available[part.name], audio_column, text_column)
-        start, stop = part.bounds(len(rows))
-        piece = _rows_to_dataset(rows[start:stop], available[part.name]) if stop > start else None
-        if piece is not None:
-            pieces.append(piece)
-    if not pieces:
-        raise DataError(f"Split expression {expression!r} selects no rows of {root}.")
-    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
-
-
-def _rows_to_dataset(rows: list[dict[str, Any]], path: Path) -> datasets.Dataset:
-    # from_list takes its columns from the first row alone: a column only later rows have would vanish silently.
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    try:
-        return datasets.Dataset.from_dict({column: [row.get(column) for row in rows] for column in columns})
-    except (TypeError, ValueError) as err:  # pyarrow: a column whose rows hold different types
-        column = _mixed_column(rows)
-        hint = f" Column {column!r} holds values of different types; make them all strings." if column else ""
-        raise DataError(f"{path}: cannot read the rows as one table ({type(err).__name__}).{hint}") from err
-
-
-def _mixed_column(rows: list[dict[str, Any]]) -> str | None:
-    kinds: dict[str, set[str]] = {}
-    for row in rows:
-        for key, value in row.items():
-            if value is not None:
-                kinds.setdefault(key, set()).add(type(value).__name__)
-    return next((key for key, names in kinds.items() if len(names) > 1), None)
-
 
 # ---------------------------------------------------------------------------------------------- hub datasets
 
@@ -293,7 +63,7 @@ def load_split(
 ) -> datasets.Dataset:
     """Load one split expression from a local path or the Hub, with the audio column left undecoded."""
     if is_local_dataset(dataset_name):
-        dataset = _load_local(dataset_name, split_expression, audio_column, text_column)
+        dataset = load_local(dataset_name, split_expression, audio_column, text_column)
     else:
         dataset = _load_hub(dataset_name, split_expression, config_name, cache_dir, token, trust_remote_code)
     feature = dataset.features.get(audio_column)
@@ -533,6 +303,101 @@ def prepare_split(
     if len(dataset) == 0:
         raise DataError(f"No usable rows left in {label} (dropped: {drops.summary()}).")
     return dataset, drops
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass(kw_only=True)
+class AudioSourceArguments:
+    """Where the audio is and how it is checked and filtered: the data flags every entry script shares."""
+
+    dataset_name: str = field(
+        metadata={"help": "Hub dataset id, a local audiofolder dir, or a CSV/JSON/JSONL manifest (or a dir of them)."}
+    )
+    audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (path or audio)."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached preprocessing."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for header reads."})
+    max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Drop longer utterances (counted)."})
+    min_duration_in_seconds: float = field(default=0.0, metadata={"help": "Drop shorter utterances (counted)."})
+    preprocessing_only: bool = field(
+        default=False, metadata={"help": "Load, check and filter the data (and build the vocab), then stop."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow dataset/model code from the Hub."})
+    on_bad_row: str = field(
+        default="error",
+        metadata={
+            "help": "Unreadable/empty/non-finite audio or empty transcript: 'error' stops (at start, or in the "
+            "loader naming the row); 'skip' drops and counts them.",
+            "choices": ["error", "skip"],
+        },
+    )
+    on_nonfinite_loss: str = field(
+        default="stop",
+        metadata={
+            "help": "A training step whose loss or gradients are NaN/inf: 'stop' the run naming the step and its "
+            "clips; 'skip' the step (weights untouched, counted).",
+            "choices": ["stop", "skip"],
+        },
+    )
+    audio_check: str = field(
+        default="tail",
+        metadata={
+            "help": "How much of each file the start-up check reads: 'header'; 'tail' (header + last frames: "
+            "catches truncated files); 'full' (decodes everything: also catches NaN/inf samples).",
+            "choices": ["header", "tail", "full"],
+        },
+    )
+
+    def split_config(self, **where: Any) -> SplitConfig:
+        """The :class:`SplitConfig` these flags describe; ``where`` adds the script's own columns, Hub config,
+        cache dir and token."""
+        return SplitConfig(
+            dataset_name=self.dataset_name,
+            audio_column=self.audio_column_name,
+            trust_remote_code=self.trust_remote_code,
+            num_proc=self.preprocessing_num_workers,
+            overwrite_cache=self.overwrite_cache,
+            on_bad_row=self.on_bad_row,
+            min_duration=self.min_duration_in_seconds,
+            max_duration=self.max_duration_in_seconds,
+            audio_check=self.audio_check,
+            **where,
+        )
+
+
+@dataclass
+class DataArguments(AudioSourceArguments):
+    """Labelled data of both fine-tuning scripts: splits, transcript and id columns, text options."""
+
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_split_name: str = field(
+        default="train+validation", metadata={"help": "Training split, e.g. 'train+validation', 'train[:100]'."}
+    )
+    eval_split_name: str = field(default="test", metadata={"help": "Evaluation split expression."})
+    text_column_name: str = field(default="text", metadata={"help": "Column holding the transcript."})
+    id_column_name: str = field(
+        default="id", metadata={"help": "Column naming each utterance in reports (falls back to the audio path)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private datasets/models."})
+    text_language: str | None = field(
+        default=None,
+        metadata={
+            "help": "Language of the transcripts (e.g. 'tr'), for language-aware lower-casing (Turkish/Azeri "
+            "dotted and dotless i). Default: --dataset_config_name or --phoneme_language when a language code."
+        },
+    )
+    eval_normalizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also report eval_normalized_wer/cer after Whisper's text normaliser: 'english' (numbers, "
+            "spellings, punctuation, fillers), 'basic' (case, punctuation, symbols) or 'none'. Default: english "
+            "for English Whisper runs, none for phoneme runs, basic otherwise.",
+            "choices": ["english", "basic", "none"],
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- report

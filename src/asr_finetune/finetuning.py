@@ -18,10 +18,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .checkpoints import checkpoint_problem, read_state, resume_point
-from .data import DropCounts, SplitConfig, log_splits, prepare_split, write_data_report
+from .data import DropCounts, log_splits, prepare_split, write_data_report
 from .errors import DataError
 from .features import SpeechDataset
 from .files import write_jsonl
@@ -54,9 +55,12 @@ class FineTuning:
         return self.training_args.process_index == 0
 
 
-def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | None, seq2seq: bool = False) -> FineTuning:
-    """Step 1 of both scripts: everything that can be checked before any data or model is touched."""
-    from .args import BatchingArguments, CommandLine, parse_args
+def start(task: ModuleType, argv: Sequence[str] | None) -> FineTuning:
+    """Step 1 of both scripts: everything that can be checked before any data or model is touched.
+
+    ``task`` is :mod:`asr_finetune.ctc` or :mod:`asr_finetune.seq2seq`: its ``ARGUMENTS`` and ``TRAINER``.
+    """
+    from .args import CommandLine, parse_args
     from .backends import adapt_training_arguments, select_backend
     from .launch import prepare_launch_environment
     from .logs import setup_logging
@@ -65,10 +69,9 @@ def start(model_arguments: type, data_arguments: type, argv: Sequence[str] | Non
     setup_logging()
     prepare_launch_environment()
     command = CommandLine.read(argv)
-    backend = select_backend(command, seq2seq=seq2seq)
-    model_args, data_args, batching_args, training_args = parse_args(
-        (model_arguments, data_arguments, BatchingArguments, backend.arguments_class), command
-    )
+    backend = select_backend(command, seq2seq=task.TRAINER == "seq2seq_trainer")
+    model_args, data_args, batching_args, training_args = parse_args((*task.ARGUMENTS, backend.arguments_class),
+                                                                     command)
     setup_logging(training_args)
     adapt_training_arguments(training_args)
     run_eval = evaluation_requested(training_args)
@@ -309,23 +312,14 @@ def load_splits(
 ) -> tuple[dict[str, Any], dict[str, DropCounts]]:
     """The "train" split (when training) and the "eval" split (when evaluating), prepared by the main process first.
 
-    ``data_args`` is any :class:`asr_finetune.args.DataArguments`.
+    ``data_args`` is any :class:`asr_finetune.data.DataArguments`.
     """
-    config = SplitConfig(
-        dataset_name=data_args.dataset_name,
-        audio_column=data_args.audio_column_name,
+    config = data_args.split_config(
         text_column=data_args.text_column_name,
         id_column=data_args.id_column_name,
         config_name=data_args.dataset_config_name,
         cache_dir=cache_dir,
         token=data_args.token,
-        trust_remote_code=data_args.trust_remote_code,
-        num_proc=data_args.preprocessing_num_workers,
-        overwrite_cache=data_args.overwrite_cache,
-        on_bad_row=data_args.on_bad_row,
-        min_duration=data_args.min_duration_in_seconds,
-        max_duration=data_args.max_duration_in_seconds,
-        audio_check=data_args.audio_check,
     )
     wanted = []
     if training_args.do_train:

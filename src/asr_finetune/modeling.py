@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,39 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Auto
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ModelArguments:
+    """Where the model to fine-tune comes from, and the dtype it is loaded in: the model flags both fine-tuning
+    scripts share (each adds its own)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local dir of the model to fine-tune (see README for each script)."}
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "Config (Hub id, dir or config.json) instead of the model's; alone: train from random "
+                  "weights."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    torch_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype to load the weights in. Default float32 (always, when training: mixed precision is "
+            "--fp16/--bf16); float16, bfloat16 or auto (the checkpoint's) for evaluation-only runs.",
+            "choices": ["auto", "float32", "float16", "bfloat16"],
+        },
+    )
+
+    def __post_init__(self) -> None:
+        require_model_or_config(self.model_name_or_path, self.config_name)
+
+
+def require_model_or_config(model_name_or_path: str | None, config_name: str | None) -> None:
+    if not model_name_or_path and not config_name:
+        raise UsageError("Pass --model_name_or_path (pretrained) or --config_name (train from scratch).")
 
 TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
 

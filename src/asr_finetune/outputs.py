@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shlex
@@ -13,6 +14,8 @@ from typing import Any
 
 from .files import atomic_write_text, give_default_mode
 from .redaction import redact_argv
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial-final"
 
@@ -93,3 +96,16 @@ def write_model_card(
         "",
     ]
     atomic_write_text(Path(output_dir) / "README.md", "\n".join(lines))
+
+
+def push_to_hub(output_dir: str | Path, repo_id: str | None, token: str | None) -> None:
+    """Upload the final model (not the checkpoints) to the Hub."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo_id = repo_id or Path(output_dir).name
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", ".*", "_*", "*.partial"]
+    )
+    logger.info("Pushed %s to the Hub as %s", output_dir, repo_id)

@@ -12,11 +12,9 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,42 +28,20 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
-from .checkpoints import COMPLETE_MARKER, complete_checkpoints, safetensors_complete
-from .files import give_default_mode, write_json, write_jsonl
+from .checkpoints import safetensors_complete
+from .files import write_json
 from .launch import prepare_launch_environment
 from .nonfinite import NonFiniteGuard, check_weights_finite
 from .outputs import PARTIAL_DIR, publish_files
 from .pretraining import HealthMonitor, StepTotals, decay_parameter_groups, gumbel_temperature, loss_multiplier
-from .pretraining_checkpoints import load_training_state, save_training_state
-from .redaction import SECRET_FLAGS
+from .pretraining_checkpoints import LoopState, read_checkpoint, write_checkpoint
+from .pretraining_log import PretrainingLog
 from .throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = COMPLETE_MARKER
-"""Written last into a checkpoint (step, epoch, temperature): its presence marks the checkpoint complete."""
-LOG_FILE = "pretraining_log.jsonl"
 RESULTS_FILE = "all_results.json"
 TRACKERS = ("tensorboard", "wandb")
-
-
-@dataclass
-class LoopState:
-    """Where training stands; saved in every checkpoint beside Accelerate's model/optimizer/scheduler/RNG state."""
-
-    global_step: int = 0
-    epoch: int = 0
-    step_in_epoch: int = 0
-    gumbel_temperature: float = 2.0
-    world_size: int = 1
-
-    def save(self, path: Path) -> None:
-        write_json(dataclasses.asdict(self), path)
-
-    @classmethod
-    def load(cls, path: Path) -> LoopState:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{key: data[key] for key in (f.name for f in dataclasses.fields(cls)) if key in data})
 
 
 def make_accelerator(args: Any, find_unused_parameters: bool = False) -> Accelerator:
@@ -146,6 +122,7 @@ class Pretrainer:
         self.state = LoopState(gumbel_temperature=args.max_gumbel_temperature, world_size=self.world_size)
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
+        self.log = PretrainingLog(accelerator, self.output_dir)
 
     # ------------------------------------------------------------------------------------------ data
 
@@ -188,11 +165,11 @@ class Pretrainer:
         """Train to ``max_steps`` (resuming from a checkpoint dir if given); returns the final figures."""
         args, accelerator = self.args, self.accelerator
         if resume_from:
-            self._load_checkpoint(Path(resume_from))
+            self.state = read_checkpoint(accelerator, Path(resume_from), model=self.model, optimizer=self.optimizer,
+                                         scheduler=self.scheduler)
             if self.state.global_step >= self.max_steps and self._final_model_published():
                 return self._complete_results(resume_from)
-        self._start_log()
-        self._init_trackers()
+        self.log.start(self.state.global_step, args)
         per_batch = f"{args.per_device_train_batch_size} clips"
         if self.batching is not None and self.batching.max_batch_duration is not None:
             per_batch = f"<= {self.batching.max_batch_duration:g} s of padded audio"
@@ -337,21 +314,12 @@ class Pretrainer:
             loader_wait_share=round(shared[2] / self.world_size, 4),
         )
         self.last_train = metrics
-        self._emit({"step": self.state.global_step, "epoch": self._epoch_position(), **metrics})
+        self.log.emit({"step": self.state.global_step, "epoch": self._epoch_position(), **metrics})
         if self.accelerator.is_local_main_process:
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", ppl=f"{metrics['perplexity']:.1f}")
 
     def _epoch_position(self) -> float:
         return round(self.state.epoch + self.state.step_in_epoch / self.steps_per_epoch, 4)
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        """One log line, one line of pretraining_log.jsonl, and the trackers."""
-        if not self.accelerator.is_main_process:
-            return
-        logger.info(" | ".join(f"{key} {_short(value)}" for key, value in record.items()))
-        with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     # ------------------------------------------------------------------------------------------ validation
 
@@ -371,96 +339,22 @@ class Pretrainer:
                 self._forward(model, batch, totals)
         model.train()
         metrics = self._reduce(totals).metrics(prefix="eval_")
-        self._emit({"step": self.state.global_step, "epoch": self._epoch_position(), **metrics})
+        self.log.emit({"step": self.state.global_step, "epoch": self._epoch_position(), **metrics})
         return metrics
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path:
-        """``checkpoint-N``: weights, optimizer/scheduler/scaler, the RNG state of every process, and the loop state
-        (see :mod:`asr_finetune.pretraining_checkpoints`: no pickle).
-
-        Written to ``.checkpoint-N.partial`` and renamed when complete, so a run killed while saving leaves no
-        ``checkpoint-N`` that looks resumable.
-        """
-        accelerator = self.accelerator
-        step = self.state.global_step
-        final = self.output_dir / f"checkpoint-{step}"
-        partial = self.output_dir / f".checkpoint-{step}.partial"
-        model = accelerator.unwrap_model(self.model)
-        check_weights_finite(model, str(final))
-        if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        save_training_state(
-            partial, model=model if accelerator.is_main_process else None, optimizer=self.optimizer,
-            scheduler=self.scheduler, scaler=accelerator.scaler, rank=accelerator.process_index,
+        """``checkpoint-N`` (see :mod:`asr_finetune.pretraining_checkpoints`: no pickle), holding the temperature
+        the next step starts from."""
+        args, step = self.args, self.state.global_step
+        temperature = gumbel_temperature(step, args.max_gumbel_temperature, args.min_gumbel_temperature,
+                                         args.gumbel_temperature_decay)
+        return write_checkpoint(
+            self.accelerator, self.output_dir, dataclasses.replace(self.state, gumbel_temperature=temperature),
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            save_total_limit=args.save_total_limit,
         )
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            next_state = dataclasses.replace(
-                self.state,
-                gumbel_temperature=gumbel_temperature(
-                    step, self.args.max_gumbel_temperature, self.args.min_gumbel_temperature,
-                    self.args.gumbel_temperature_decay,
-                ),
-            )
-            next_state.save(partial / STATE_FILE)
-            give_default_mode(partial)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(partial, final)
-            self._prune_checkpoints()
-            logger.info("Saved checkpoint %s", final)
-        accelerator.wait_for_everyone()
-        return final
-
-    def _prune_checkpoints(self) -> None:
-        limit = self.args.save_total_limit
-        if not limit:
-            return
-        for path in complete_checkpoints(self.output_dir)[:-limit]:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def _load_checkpoint(self, path: Path) -> None:
-        accelerator = self.accelerator
-        restored = load_training_state(
-            path, model=accelerator.unwrap_model(self.model), optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=accelerator.scaler, rank=accelerator.process_index,
-        )
-        if not restored:
-            logger.warning("%s has no random state for process %d: its masks and noise start from the seed.",
-                           path, accelerator.process_index)
-        self.state = LoopState.load(path / STATE_FILE)
-        if self.state.world_size != self.world_size:
-            logger.warning(
-                "%s was written by %d process(es), this run has %d: the data order of the current epoch changes.",
-                path, self.state.world_size, self.world_size,
-            )
-            self.state.world_size = self.world_size
-        logger.warning(
-            "Resumed from %s: step %d, epoch %d, gumbel temperature %.6f.",
-            path, self.state.global_step, self.state.epoch, self.state.gumbel_temperature,
-        )
-
-    def _start_log(self) -> None:
-        """Keep the log lines up to the resumed step (a fresh run starts an empty log)."""
-        if not self.accelerator.is_main_process:
-            return
-        path = self.output_dir / LOG_FILE
-        kept = []
-        if self.state.global_step and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                if record.get("step", 0) <= self.state.global_step:
-                    kept.append(record)
-        write_jsonl(kept, path)
-
-    def _init_trackers(self) -> None:
-        if self.accelerator.log_with:
-            config = {k: v for k, v in vars(self.args).items()
-                      if isinstance(v, (int, float, str, bool)) and k not in SECRET_FLAGS}
-            self.accelerator.init_trackers(self.output_dir.name, config=config)
 
     # ------------------------------------------------------------------------------------------ final model
 
@@ -500,24 +394,5 @@ class Pretrainer:
         accelerator.wait_for_everyone()
 
 
-def push_to_hub(output_dir: str | Path, repo_id: str | None, token: str | None) -> None:
-    """Upload the final model (not the checkpoints) to the Hub."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    repo_id = repo_id or Path(output_dir).name
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", ".*", "_*", "*.partial"]
-    )
-    logger.info("Pushed %s to the Hub as %s", output_dir, repo_id)
-
-
 def _add(a: StepTotals, b: StepTotals) -> StepTotals:
     return StepTotals.from_tensor(a.as_tensor() + b.as_tensor())
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

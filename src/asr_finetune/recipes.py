@@ -1,8 +1,15 @@
-"""Recipes: one config per published result (configs/*.json), listed, printed and run by run_examples.sh."""
+"""Recipes: one config per published result, listed, printed and run by run_examples.sh.
+
+``configs/<task>/NAME.json``: ``<task>`` names the library module whose steps the recipe's script runs
+(:mod:`asr_finetune.ctc`, :mod:`~asr_finetune.seq2seq`, :mod:`~asr_finetune.pretraining`); that module says which
+script it is (``SCRIPT``) and which argument groups it parses (``ARGUMENTS``, ``TRAINER``). Paths are relative to
+the repository root, where run_examples.sh runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -10,12 +17,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .args import RECIPE_KEY
 from .launch import launch_plan
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path("configs")
+SCRIPT_DIR = Path("scripts")
 
 
 @dataclass
@@ -24,7 +33,7 @@ class Recipe:
 
     name: str
     path: Path
-    script: str
+    task: str
     nproc: int
     launcher: str
     description: str
@@ -34,6 +43,10 @@ class Recipe:
     note: str = ""
     requires: str = ""
 
+    @property
+    def script(self) -> str:
+        return str(SCRIPT_DIR / task_module(self.task).SCRIPT)
+
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
@@ -41,10 +54,11 @@ def load_recipe(path: str | Path) -> Recipe:
     meta = config.pop(RECIPE_KEY, None)
     if meta is None:
         raise ValueError(f"{path} has no {RECIPE_KEY!r} section: it is a plain flag file, not a recipe.")
+    task_module(path.parent.name)  # the folder must name a script's task
     return Recipe(
         name=path.stem,
         path=path,
-        script=meta["script"],
+        task=path.parent.name,
         nproc=int(meta.get("nproc", 1)),
         launcher=meta.get("launcher", "python"),
         description=meta.get("description", ""),
@@ -58,39 +72,39 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def list_recipes(config_dir: str | Path = CONFIG_DIR) -> list[Recipe]:
     recipes = []
-    for path in sorted(Path(config_dir).glob("*.json")):
+    for path in sorted(Path(config_dir).glob("*/*.json"), key=lambda p: p.stem):
         if RECIPE_KEY in json.loads(path.read_text(encoding="utf-8")):
             recipes.append(load_recipe(path))
     return recipes
 
 
 def find_recipe(name: str, config_dir: str | Path = CONFIG_DIR) -> Recipe:
-    path = Path(config_dir) / f"{name.removesuffix('.json')}.json"
-    if not path.is_file():
+    found = sorted(Path(config_dir).glob(f"*/{name.removesuffix('.json')}.json"))
+    if not found:
         names = ", ".join(recipe.name for recipe in list_recipes(config_dir))
         raise SystemExit(f"No recipe {name!r}. Recipes: {names}")
-    return load_recipe(path)
+    return load_recipe(found[0])
 
 
-def script_arguments(script: str) -> tuple[type, ...]:
-    """The dataclasses an entry script parses (with the stock TrainingArguments class last where it has one)."""
-    from . import args
+def task_module(task: str) -> ModuleType:
+    """The library module a ``configs/<task>/`` folder names."""
+    try:
+        module = importlib.import_module(f"asr_finetune.{task}")
+    except ImportError as err:
+        raise ValueError(f"configs/{task}/: no module asr_finetune.{task} ({err}).") from err
+    if not hasattr(module, "SCRIPT"):
+        raise ValueError(f"configs/{task}/: asr_finetune.{task} runs no entry script.")
+    return module
+
+
+def script_arguments(task: str) -> tuple[type, ...]:
+    """The dataclasses a task's script parses, with the stock TrainingArguments class last where it has one."""
     from .backends import training_arguments_class
 
-    groups = {
-        "run_speech_recognition_ctc.py": (
-            args.CTCModelArguments, args.CTCDataArguments, args.BatchingArguments, training_arguments_class()
-        ),
-        "run_speech_recognition_seq2seq.py": (
-            args.Seq2SeqModelArguments, args.Seq2SeqDataArguments, args.BatchingArguments,
-            training_arguments_class(seq2seq=True),
-        ),
-        "run_wav2vec2_pretraining_no_trainer.py": (args.PretrainingArguments, args.BatchingArguments),
-    }
-    name = Path(script).name
-    if name not in groups:
-        raise ValueError(f"No argument groups known for {script}.")
-    return groups[name]
+    module = task_module(task)
+    if module.TRAINER is None:
+        return module.ARGUMENTS
+    return (*module.ARGUMENTS, training_arguments_class(seq2seq=module.TRAINER == "seq2seq_trainer"))
 
 
 def args_to_argv(args: dict[str, Any]) -> list[str]:
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="run_examples.sh", description="List, print or run a recipe.", epilog="Flags after -- go to the script."
     )
-    parser.add_argument("name", help="'list', or a recipe name (configs/NAME.json)")
+    parser.add_argument("name", help="'list', or a recipe name (configs/TASK/NAME.json)")
     parser.add_argument("--nproc", type=int, default=None, help="Processes/devices instead of the published count.")
     parser.add_argument("--dry-run", "--dry_run", action="store_true", help="Print the exact commands only.")
     argv = list(sys.argv[1:] if argv is None else argv)

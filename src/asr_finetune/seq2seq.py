@@ -7,6 +7,7 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForSpeechSeq2Seq,
-    GenerationConfig,
     PreTrainedModel,
-    SpeechEncoderDecoderModel,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
     WhisperFeatureExtractor,
@@ -27,23 +26,92 @@ from transformers import (
 )
 
 from . import longform
-from .data import DropCounts, drop_rows, drop_too_short_for_masks
+from .batching import BatchingArguments
+from .data import DataArguments, DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import UsageError
-from .metrics import TranscriptMetrics, valid_ids
+from .metrics import TranscriptMetrics, check_metric_names, valid_ids
 from .modeling import (
+    ModelArguments,
     cast_inputs,
     dtype_kwargs,
     encoder_frames,
     find_tokenizer,
     freeze_unused_mask_embedding,
-    load_feature_extractor,
     use_mean_loss,
 )
 from .text import TextNormalizer, resolve_text_language
 
 logger = logging.getLogger(__name__)
 
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class Seq2SeqModelArguments(ModelArguments):
+    """Model options of run_speech_recognition_seq2seq.py."""
+
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer dir or Hub id, if not the model's."})
+    feature_extractor_name: str | None = field(
+        default=None, metadata={"help": "Feature extractor dir or Hub id, if not the model's."}
+    )
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (tokenizers-backed) tokenizer."})
+    freeze_feature_encoder: bool = field(
+        default=True, metadata={"help": "Do not train the convolutional front end (wav2vec2-like encoders)."}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (an adapter still trains)."})
+    apply_spec_augment: bool | None = field(
+        default=None,
+        metadata={
+            "help": "SpecAugment on the encoder input, with the mask settings of the model's config. Default: off "
+            "for Whisper, the encoder config's own setting for a wav2vec2-like encoder (as the reference script)."
+        },
+    )
+    ctc_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Joint CTC-attention training of a warm-started encoder-decoder: weight of a CTC loss on the "
+            "encoder output (0.3 is usual; 0 = off). The CTC head trains only; the saved model does not carry it."
+        },
+    )
+    def __post_init__(self) -> None:
+        from .joint_ctc import check_ctc_weight
+
+        check_ctc_weight(self.ctc_weight)
+        super().__post_init__()
+
+
+@dataclass
+class Seq2SeqDataArguments(DataArguments):
+    """Data and text options of run_speech_recognition_seq2seq.py."""
+
+    train_split_name: str = field(
+        default="train", metadata={"help": "Training split expression, e.g. 'train', 'train+validation'."}
+    )
+    do_lower_case: bool = field(default=True, metadata={"help": "Lower-case transcripts (and hypotheses for WER)."})
+    language: str | None = field(
+        default=None,
+        metadata={"help": "Whisper: language of the speech ('hindi' or 'hi'), set as prefix token and for generation."},
+    )
+    task: str = field(
+        default="transcribe",
+        metadata={"help": "Whisper: 'transcribe', or 'translate' to English.", "choices": ["transcribe", "translate"]},
+    )
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": "Any of: wer cer."})
+
+    def __post_init__(self) -> None:
+        check_metric_names(self.eval_metrics)
+
+
 TASKS = ("transcribe", "translate")
+
+
+SCRIPT = "run_speech_recognition_seq2seq.py"
+"""The entry script (in scripts/) this module's steps serve; its recipes live in configs/<this module's name>/."""
+ARGUMENTS: tuple[type, ...] = (Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments)
+"""The script's own argument groups, before the TrainingArguments of the backend."""
+TRAINER: str | None = "seq2seq_trainer"
+"""Which Trainer runs it: "trainer", "seq2seq_trainer", or None (its own Accelerate loop)."""
 
 
 # ---------------------------------------------------------------------------------------------- processor
@@ -83,85 +151,7 @@ def input_window_seconds(feature_extractor: Any) -> float | None:
     return samples / feature_extractor.sampling_rate if samples else None
 
 
-# ---------------------------------------------------------------------------------------------- warm start
-
-
-def special_token_ids(decoder_config: Any, tokenizer: Any) -> dict[str, int]:
-    """decoder_start / pad / eos ids for a warm-started model: the decoder's config first, then its tokenizer.
-
-    The decoder starts from its BOS token (``<s>`` for BART), as the reference recipe sets it.
-    """
-
-    def first(*candidates: int | None) -> int | None:
-        return next((value for value in candidates if value is not None), None)
-
-    ids = {
-        "decoder_start_token_id": first(decoder_config.bos_token_id, tokenizer.bos_token_id, tokenizer.cls_token_id),
-        "pad_token_id": first(decoder_config.pad_token_id, tokenizer.pad_token_id),
-        "eos_token_id": first(decoder_config.eos_token_id, tokenizer.eos_token_id, tokenizer.sep_token_id),
-    }
-    missing = [name for name, value in ids.items() if value is None]
-    if missing:
-        raise UsageError(
-            f"The decoder has no {', '.join(missing)} (neither its config nor its tokenizer defines one). Use a "
-            "decoder with BOS/PAD/EOS tokens (BART, mBART, GPT-2 with a pad token, BERT), or set them in its config."
-        )
-    return ids
-
-
-def create_speech_encoder_decoder(
-    encoder: str,
-    decoder: str,
-    output_dir: str | Path,
-    *,
-    encoder_add_adapter: bool = True,
-    encoder_feat_proj_dropout: float = 0.0,
-    encoder_layerdrop: float = 0.0,
-    max_length: int = 200,
-    num_beams: int = 5,
-    feature_extractor_name: str | None = None,
-    tokenizer_name: str | None = None,
-    seed: int = 0,
-) -> SpeechEncoderDecoderModel:
-    """Join a pretrained speech encoder and text decoder into one model and save it with its processor.
-
-    The cross-attention (and an adapter / projection where sizes differ) start random, from ``seed``. The saved
-    dir loads with ``--model_name_or_path`` like any seq2seq checkpoint.
-    """
-    feature_extractor = load_feature_extractor(feature_extractor_name or encoder)
-    tokenizer = load_tokenizer(tokenizer_name or decoder)
-    # The decoder config is loaded here and marked as a cross-attending decoder: transformers 5.x reads
-    # ``add_cross_attention`` from it, which BartConfig (among others) no longer defines, and fails otherwise.
-    decoder_config = AutoConfig.from_pretrained(decoder)
-    decoder_config.is_decoder = True
-    decoder_config.add_cross_attention = True
-    consistent_decoder_layers(decoder_config, decoder)
-    torch.manual_seed(seed)
-    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
-        encoder,
-        decoder,
-        encoder_add_adapter=encoder_add_adapter,
-        encoder_feat_proj_dropout=encoder_feat_proj_dropout,
-        encoder_layerdrop=encoder_layerdrop,
-        decoder_config=decoder_config,
-    )
-    model.float()  # an fp16 encoder or decoder checkpoint stays fp16 on transformers 5.x; training wants float32
-    decoder_vocab = model.decoder.config.vocab_size
-    if len(tokenizer) > decoder_vocab:
-        raise UsageError(
-            f"The tokenizer of {tokenizer_name or decoder} has {len(tokenizer)} tokens but the decoder only "
-            f"{decoder_vocab} embeddings: pass the decoder's own tokenizer with --tokenizer_name."
-        )
-    ids = special_token_ids(model.decoder.config, tokenizer)
-    for name, value in ids.items():
-        setattr(model.config, name, value)
-    bos = model.decoder.config.bos_token_id
-    model.generation_config = GenerationConfig(**ids, bos_token_id=bos, max_length=max_length, num_beams=num_beams)
-    check_generation(model, feature_extractor)
-    output_dir = Path(output_dir)
-    model.save_pretrained(str(output_dir))
-    save_processor(output_dir, make_processor(feature_extractor, tokenizer), feature_extractor, tokenizer)
-    return model
+# ---------------------------------------------------------------------------------------------- decoder config
 
 
 def consistent_decoder_layers(decoder_config: Any, name: str) -> None:
@@ -190,16 +180,6 @@ def consistent_decoder_layers(decoder_config: Any, name: str) -> None:
             f"{decoder_config.num_hidden_layers}; generation would index past its cache. Make them equal in its "
             "config.json."
         )
-
-
-def check_generation(model: PreTrainedModel, feature_extractor: Any) -> None:
-    """Generate two tokens from one second of silence: a wiring mistake fails here, not hours into training."""
-    rate = feature_extractor.sampling_rate
-    inputs = feature_extractor(np.zeros(rate, dtype=np.float32), sampling_rate=rate, return_tensors="pt")
-    name = feature_extractor.model_input_names[0]
-    with torch.no_grad():
-        model.eval()
-        model.generate(inputs[name], max_length=3, num_beams=1)
 
 
 # ---------------------------------------------------------------------------------------------- model
