@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import seeds
 from .args import RECIPE_KEY
 from .launch import launch_plan
 
@@ -42,6 +43,8 @@ class Recipe:
     prepare: list[str] = field(default_factory=list)
     note: str = ""
     requires: str = ""
+    seed: dict[str, Any] | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def script(self) -> str:
@@ -67,6 +70,8 @@ def load_recipe(path: str | Path) -> Recipe:
         prepare=list(meta.get("prepare", [])),
         note=meta.get("note", ""),
         requires=meta.get("requires", ""),
+        seed=meta.get("seed"),
+        env=dict(meta.get("env", {})),
     )
 
 
@@ -126,15 +131,73 @@ def recipe_command(recipe: Recipe, nproc: int | None = None, extra: list[str] | 
     """The exact command (and extra environment) that runs a recipe on ``nproc`` processes."""
     nproc = nproc or recipe.nproc
     script_args = args_to_argv(recipe.args) + list(extra or [])
+    if recipe.launcher == "accelerate":  # as published (`accelerate launch`), with the process count spelled out:
+        # without --multi_gpu, accelerate starts one process where it finds fewer than two GPUs (the CPU included)
+        launch = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if nproc > 1 else [])]
+        launch += ["--num_processes", str(nproc)]
+        return [*launch, recipe.script, *script_args], dict(recipe.env)
     if nproc == 1:
-        return [sys.executable, recipe.script, *script_args], {}
+        return [sys.executable, recipe.script, *script_args], dict(recipe.env)
     plan = launch_plan(recipe.script, script_args, world_size=nproc, use_mpi=recipe.launcher == "gaudi_spawn_mpi")
-    return plan.command, plan.env
+    return plan.command, {**recipe.env, **plan.env}
+
+
+def seed_problems(recipe: Recipe, seed_dir: str | Path = seeds.SEED_DIR) -> list[str]:
+    """How a recipe departs from the published command it cites without saying so.
+
+    Each flag, process count or launcher that differs from the seed command, from the hyperparameters of the model
+    card it cites, or (``prepare``) from the published warm-start snippet, must be listed with its reason in that
+    part's ``substitutions``; every listed substitution must be a real difference. Empty when the recipe is its seed
+    but for the substitutions it lists.
+    """
+    seed = recipe.seed
+    if not seed or not seed.get("command"):
+        return []
+    command = seeds.read_seed(seed["command"], seed_dir)
+    found = seeds.seed_differences(recipe.args, recipe.launcher, recipe.nproc, recipe.env, command)
+    problems = _unlisted(seed["command"], found, seed.get("substitutions", {}))
+    if seed.get("model_card"):
+        card = seeds.read_model_card(seed["model_card"], seed_dir)
+        for flag, (theirs, ours) in seeds.model_card_differences(recipe.args, recipe.nproc, card).items():
+            problems.append(f"{seed['model_card']}: {flag} is {ours!r} here, {theirs!r} on the card")
+    if seed.get("prepare"):
+        step = next((s for s in recipe.prepare if "create_speech_encoder_decoder.py" in s), None)
+        ours = seeds.parse_shell_command(step).flags if step else {}
+        theirs = seeds.read_seed(seed["prepare"]["command"], seed_dir).flags
+        found = seeds.differences(theirs, ours)
+        problems += _unlisted(seed["prepare"]["command"], found, seed["prepare"].get("substitutions", {}))
+    return problems
+
+
+def _unlisted(name: str, found: dict[str, tuple], listed: dict[str, str]) -> list[str]:
+    unexplained = [
+        f"{name}: --{flag} is {ours!r} here, {theirs!r} in the seed, and not listed in substitutions"
+        for flag, (theirs, ours) in found.items()
+        if flag not in listed
+    ]
+    stale = [f"{name}: substitution {flag!r} is listed, but the flag equals the seed's" for flag in listed]
+    return unexplained + [line for line, flag in zip(stale, listed, strict=True) if flag not in found]
+
+
+def _provenance(recipe: Recipe) -> str:
+    seed = recipe.seed
+    if seed is None:
+        return "ours"
+    if not seed.get("command"):
+        return "flags not checked: the row's command is a run.sh on the Hub"
+    changed = len(seed.get("substitutions", {}))
+    text = f"seed {seed['command']}" + (f" +{changed} substitution(s)" if changed else " verbatim")
+    if seed.get("model_card"):
+        text += ", hyperparameters checked against the model card"
+    if seed.get("own_command"):
+        text += "; the row's own command is not readable here"
+    return text
 
 
 def _describe(recipe: Recipe) -> str:
     figures = ", ".join(f"{k} {v}" for k, v in recipe.published.items() if k != "source" and v is not None)
-    return f"{recipe.name:52s} {recipe.nproc} proc  {recipe.description}" + (f"  [{figures}]" if figures else "")
+    line = f"{recipe.name:52s} {recipe.nproc} proc  {recipe.description}" + (f"  [{figures}]" if figures else "")
+    return f"{line}\n{'':52s} ({_provenance(recipe)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# note: {recipe.note}", file=sys.stderr)
     if recipe.requires:
         print(f"# requires: {recipe.requires}", file=sys.stderr)
+    print(f"# {_provenance(recipe)}", file=sys.stderr)
+    for flag, why in (recipe.seed or {}).get("substitutions", {}).items():
+        print(f"#   --{flag}: {why}", file=sys.stderr)
     lines = recipe.prepare + [" ".join(f"{k}={v}" for k, v in env.items()) + (" " if env else "") + shlex.join(command)]
     if args.dry_run:
         print("\n".join(lines))
