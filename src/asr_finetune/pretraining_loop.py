@@ -31,6 +31,7 @@ from transformers import get_scheduler
 
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .checkpoints import COMPLETE_MARKER, complete_checkpoints, safetensors_complete
+from .curves import write_pretraining_curves
 from .files import give_default_mode, write_json, write_jsonl
 from .launch import prepare_launch_environment
 from .nonfinite import NonFiniteGuard, check_weights_finite
@@ -351,6 +352,8 @@ class Pretrainer:
         logger.info(" | ".join(f"{key} {_short(value)}" for key, value in record.items()))
         with open(self.output_dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if any(key.startswith("eval_") for key in record) or record["step"] >= self.max_steps:
+            write_pretraining_curves(self.output_dir / LOG_FILE, self.output_dir)  # training_curves.png
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     # ------------------------------------------------------------------------------------------ validation
