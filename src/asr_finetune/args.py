@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 
 from .batching import BatchingArguments  # noqa: F401  (declared beside the sampler it configures; parsed with these)
 from .errors import UsageError
-from .metrics import check_metric_names
+from .metrics import METRICS_HELP, check_metric_names
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class CTCDataArguments(DataArguments):
     chars_to_ignore: list[str] | None = field(
         default=None, metadata={"help": "Characters removed from transcripts, e.g. --chars_to_ignore , ? . ! - \\; \\:"}
     )
-    eval_metrics: list[str] = field(default_factory=lambda: ["wer"], metadata={"help": "Any of: wer cer."})
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer"], metadata={"help": METRICS_HELP})
     do_lower_case: bool = field(
         default=True,
         metadata={"help": "Lower-case text for a new vocab. A tokenizer brought along keeps its own case convention."},
@@ -495,7 +495,7 @@ class Seq2SeqDataArguments(DataArguments):
         default="transcribe",
         metadata={"help": "Whisper: 'transcribe', or 'translate' to English.", "choices": ["transcribe", "translate"]},
     )
-    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": "Any of: wer cer."})
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": METRICS_HELP})
 
     def __post_init__(self) -> None:
         check_metric_names(self.eval_metrics)
@@ -518,14 +518,14 @@ class PretrainingArguments:
     )
     dataset_split_names: list[str] = field(
         default_factory=lambda: ["train"],
-        metadata={"help": "Splits (expressions such as 'train+validation', 'train[:90%]'), concatenated."},
+        metadata={"help": "Splits (expressions such as 'train+validation', 'train[:90%%]'), concatenated."},
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for header reads."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached preprocessing."})
     preprocessing_only: bool = field(default=False, metadata={"help": "Load, check and filter the data, then stop."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
     validation_split_percentage: int = field(
-        default=1, metadata={"help": "Hold out this % of the training rows (at least one) for a validation pass."}
+        default=1, metadata={"help": "Hold out this %% of the training rows (at least one) for a validation pass."}
     )
     audio_column_name: str = field(default="audio", metadata={"help": "Column holding the audio (path or audio)."})
     train_cache_file_name: str | None = field(
