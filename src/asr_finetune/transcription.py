@@ -292,3 +292,7 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextI
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point ``asr-transcribe``."""
     sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()
