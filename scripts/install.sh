@@ -4,12 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ffmpeg: transformers' pipeline("automatic-speech-recognition") reads (and resamples) audio files through it.
 if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v mpirun >/dev/null \
-   || ! dpkg -s libsox-fmt-mp3 >/dev/null 2>&1; then
+   || ! command -v ffmpeg >/dev/null || ! dpkg -s libsox-fmt-mp3 >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin ffmpeg \
+    >/dev/null
 fi
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[test,phonemes]"
+python -m pip install -q -e ".[test,phonemes,tensorboard,evaluate]"

@@ -92,3 +92,29 @@ def run_on_free_port(command: Callable[[str], list[str]], **kwargs: Any) -> subp
         if not any(sign in proc.stdout + proc.stderr for sign in PORT_TAKEN):
             break
     return proc
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path: Path) -> Any:
+    """The decoded pixels of a PNG file (fails unless it is one)."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    return imread(path)
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of the TensorBoard event files under ``log_dir``, as (step, value) pairs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted(log_dir.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {log_dir}"
+    found: dict[str, list[tuple[int, float]]] = {}
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            found.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return found

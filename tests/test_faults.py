@@ -472,7 +472,7 @@ def test_transcribe_reports_a_bad_file_and_goes_on(finished: Path, corpus: Path,
     transcribed = [line.split("\t")[0] for line in done.stdout.splitlines()]
     assert transcribed == [str(good[0]), str(good[1])]
     assert f"{empty}\tERROR" in done.stderr and "missing.wav\tERROR" in done.stderr
-    assert "2 of 4 file(s) could not be read" in done.stderr
+    assert "Transcribed 2 of 4 file(s)" in done.stderr and "2 file(s) failed" in done.stderr
 
 
 class _FailingDataset(torch.utils.data.Dataset):

@@ -29,7 +29,7 @@ from asr_finetune.pretraining_log import LOG_FILE
 from asr_finetune.pretraining_loop import RESULTS_FILE
 from asr_finetune.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
 
-from conftest import REPO, run_on_free_port
+from conftest import REPO, read_png, run_on_free_port, tensorboard_scalars
 
 SCRIPT = REPO / "scripts" / "run_wav2vec2_pretraining_no_trainer.py"
 CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
@@ -62,7 +62,8 @@ def train_records(output_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def pretrained(tiny_model: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output_dir = tmp_path_factory.mktemp("pretrain") / "run"
-    main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "24", "--saving_steps", "6"))
+    main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "24", "--saving_steps", "6",
+                          "--report_to", "tensorboard"))
     return output_dir
 
 
@@ -189,6 +190,18 @@ def test_pretraining_loss_falls_and_logs_every_figure(pretrained: Path) -> None:
                  "checkpoint-24/trainer_state.json", "checkpoint-24/optimizer.bin", "data_report.json"):
         assert (pretrained / name).is_file(), name
     assert not list(pretrained.glob(".*partial*"))
+
+
+def test_pretraining_draws_its_curves_and_reports_to_tensorboard(pretrained: Path) -> None:
+    image = read_png(pretrained / "training_curves.png")
+    assert image.shape[0] > 400 and image.shape[1] > 600
+    # TensorBoard holds the figures of pretraining_log.jsonl, step by step.
+    found = tensorboard_scalars(pretrained)
+    records = train_records(pretrained)
+    for key in ("loss", "perplexity", "grad_norm"):
+        assert dict(found[key]) == pytest.approx({r["step"]: r[key] for r in records}, rel=1e-5), key
+    evals = [r for r in log_records(pretrained) if "eval_loss" in r]
+    assert dict(found["eval_loss"]) == pytest.approx({r["step"]: r["eval_loss"] for r in evals}, rel=1e-5)
 
 
 def test_pretrained_dir_is_a_model_for_the_ctc_script(pretrained: Path, corpus: Path, tmp_path: Path) -> None:

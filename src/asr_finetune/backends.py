@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .args import CommandLine
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .ctc import CTCEvalMixin
+from .curves import TrainingCurvesCallback
 from .errors import UsageError
 from .files import give_default_mode
 from .joint_ctc import JointCTCMixin
@@ -75,6 +76,7 @@ class SpeechSamplingMixin:
       scrambles the order of the predictions.
     - Throughput accounting: audio seconds per second, padding fraction, loader wait share, in every training
       log line and in ``throughput.totals()``.
+    - ``training_curves.png`` in the output dir, redrawn at each evaluation (:mod:`asr_finetune.curves`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class SpeechSamplingMixin:
         self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
         self.add_callback(_NonFiniteCallback(self))
+        self.add_callback(TrainingCurvesCallback())
 
     def get_train_dataloader(self) -> DataLoader:
         if not (self.batching is not None and self.batching.enabled):

@@ -18,7 +18,7 @@ from . import longform
 from .batching import BatchingArguments
 from .data import DataArguments, DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import DataError, UsageError
-from .metrics import TranscriptMetrics, check_metric_names, choose_eval_normalizer, valid_ids
+from .metrics import METRICS_HELP, TranscriptMetrics, check_metric_names, choose_eval_normalizer, valid_ids
 from .modeling import ModelArguments, cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
 from .text import TextNormalizer, infer_case, resolve_text_language
 from .vocab import VOCAB_FILE, build_vocab, format_missing, missing_characters, save_vocab
@@ -36,7 +36,7 @@ class CTCDataArguments(DataArguments):
     chars_to_ignore: list[str] | None = field(
         default=None, metadata={"help": "Characters removed from transcripts, e.g. --chars_to_ignore , ? . ! - \\; \\:"}
     )
-    eval_metrics: list[str] = field(default_factory=lambda: ["wer"], metadata={"help": "Any of: wer cer."})
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer"], metadata={"help": METRICS_HELP})
     do_lower_case: bool = field(
         default=True,
         metadata={"help": "Lower-case text for a new vocab. A tokenizer brought along keeps its own case convention."},

@@ -12,6 +12,7 @@ Used by evaluation (clips longer than a model's window are transcribed, not drop
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -190,15 +191,38 @@ def ctc_loss(
 # ---------------------------------------------------------------------------------------------- one file
 
 
-@torch.no_grad()
-def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: Any) -> str:
-    """Text of one clip of any length (mono float samples at the feature extractor's rate)."""
+@dataclass(frozen=True)
+class Timed:
+    """A stretch of a recording and its text: a Whisper segment, or a word of a CTC model (seconds)."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    """One recording's text; ``segments`` from Whisper's timestamps (one segment spanning the clip for models
+    that predict none), ``words`` from a CTC model's argmax frames (empty for seq2seq models)."""
+
+    text: str
+    segments: list[Timed] = field(default_factory=list)
+    words: list[Timed] = field(default_factory=list)
+
+
+def _model_inputs(processor: Any, samples: np.ndarray, dtype: torch.dtype) -> tuple[Any, torch.Tensor, Any, int]:
     feature_extractor = getattr(processor, "feature_extractor", processor)
-    tokenizer = processor.tokenizer
     rate = feature_extractor.sampling_rate
     features = extract_features(feature_extractor, samples, rate)
     name = feature_extractor.model_input_names[0]
-    inputs = torch.as_tensor(np.asarray(features[name])).to(model.dtype)  # (1, ...): extractors return batches
+    inputs = torch.as_tensor(np.asarray(features[name])).to(dtype)  # (1, ...): extractors return batches
+    return feature_extractor, inputs, features, rate
+
+
+@torch.no_grad()
+def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: Any) -> str:
+    """Text of one clip of any length (mono float samples at the feature extractor's rate)."""
+    feature_extractor, inputs, features, rate = _model_inputs(processor, samples, model.dtype)
     model.eval()
     if getattr(model.config, "is_encoder_decoder", False):
         window = window_frames(feature_extractor)
@@ -207,6 +231,50 @@ def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: An
             ids = generate_whisper(model, inputs, mask, window, **gen_kwargs)
         else:
             ids = model.generate(inputs, **gen_kwargs)
-        return tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
-    logits = ctc_chunked_logits(model, inputs[0], rate)
-    return tokenizer.decode(logits.argmax(-1).tolist()).strip()
+        return processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+    return ctc_words(model, processor.tokenizer, inputs[0], rate).text
+
+
+@torch.no_grad()
+def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: Any) -> Transcript:
+    """Text of one clip of any length with times: Whisper decodes with timestamps (its segments), a CTC model gives
+    word offsets from its argmax frames (the same text as :func:`transcribe`), other seq2seq models one segment."""
+    feature_extractor, inputs, features, rate = _model_inputs(processor, samples, model.dtype)
+    duration = round(len(samples) / rate, 3)
+    model.eval()
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return ctc_words(model, processor.tokenizer, inputs[0], rate)
+    window = window_frames(feature_extractor)
+    if window is None:  # no timestamps to predict: one segment over the clip
+        text = processor.tokenizer.batch_decode(model.generate(inputs, **gen_kwargs), skip_special_tokens=True)[0]
+        return Transcript(text.strip(), [Timed(0.0, duration, text.strip())])
+    kwargs = {key: value for key, value in gen_kwargs.items() if key not in ("max_length", "max_new_tokens")}
+    if inputs.shape[-1] > window and "attention_mask" in features:
+        kwargs["attention_mask"] = torch.as_tensor(np.asarray(features["attention_mask"]))
+    else:
+        inputs = inputs[..., :window]
+    output = model.generate(inputs, return_timestamps=True, return_segments=True, **kwargs)
+    segments = []
+    for segment in output["segments"][0]:
+        text = processor.tokenizer.decode(segment["tokens"], skip_special_tokens=True).strip()
+        if text:
+            segments.append(Timed(round(float(segment["start"]), 3), round(min(float(segment["end"]), duration), 3),
+                                  text))  # fmt: skip
+    return Transcript(" ".join(segment.text for segment in segments), segments)
+
+
+def ctc_words(model: Any, tokenizer: Any, input_values: torch.Tensor, sampling_rate: int) -> Transcript:
+    """Argmax decoding of one clip (chunked when long), with each word's time from the frames it spans.
+
+    A tokenizer without word offsets (phoneme tokenizers) gives the text and one segment over the clip.
+    """
+    ids = ctc_chunked_logits(model, input_values, sampling_rate).argmax(-1).tolist()
+    decoded = tokenizer.decode(ids, output_word_offsets=True)
+    text = (decoded if isinstance(decoded, str) else decoded.text).strip()
+    seconds_per_frame = samples_per_frame(model) / sampling_rate
+    words = [
+        Timed(round(w["start_offset"] * seconds_per_frame, 3), round(w["end_offset"] * seconds_per_frame, 3), w["word"])
+        for w in (getattr(decoded, "word_offsets", None) or [])
+    ]
+    duration = round(len(input_values) / sampling_rate, 3)
+    return Transcript(text, [Timed(0.0, duration, text)] if text and not words else [], words)

@@ -1,4 +1,5 @@
-"""WER / CER with jiwer, and a per-utterance report of what went wrong where."""
+"""WER / CER with jiwer (plus any ``evaluate`` module asked for), and a per-utterance report of what went wrong
+where."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import jiwer
 import numpy as np
 
 from .errors import UsageError
+from .evaluate_metrics import load_module, module_name, module_scores
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_METRICS = ("wer", "cer")
+METRICS_HELP = (
+    "wer and cer (built in), or any evaluate module: a local metric folder/script or a name evaluate can load, "
+    "reported as eval_<module name> (pip install 'asr-finetune[evaluate]')."
+)
 EVAL_NORMALIZERS = ("english", "basic", "none")
 
 
@@ -24,24 +30,28 @@ def _nonempty(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[lis
 
 
 def check_metric_names(metrics: Sequence[str]) -> None:
-    """Refuse unknown ``--eval_metrics`` at start, not after hours of training."""
-    unknown = [name for name in metrics if name not in SUPPORTED_METRICS]
-    if unknown:
-        raise UsageError(f"--eval_metrics: unknown metric(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(SUPPORTED_METRICS)}.")
+    """Refuse unknown ``--eval_metrics`` at start, not after hours of training: names other than the built-in wer
+    and cer must be ``evaluate`` modules that load (:mod:`asr_finetune.evaluate_metrics`)."""
+    for name in metrics:
+        if name not in SUPPORTED_METRICS:
+            load_module(name)
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: Sequence[str] = ("wer",)) -> dict:
-    """Corpus-level error rates (errors summed over the corpus, divided by reference length)."""
+    """Corpus-level error rates (errors summed over the corpus, divided by reference length), and the scores of any
+    ``evaluate`` module in ``metrics`` on the same pairs."""
     check_metric_names(metrics)
     refs, hyps = _nonempty(references, hypotheses)
     if not refs:
-        return {name: float("nan") for name in metrics}
+        return {name if name in SUPPORTED_METRICS else module_name(name): float("nan") for name in metrics}
     results = {}
     if "wer" in metrics:
         results["wer"] = float(jiwer.wer(refs, hyps))
     if "cer" in metrics:
         results["cer"] = float(jiwer.cer(refs, hyps))
+    for name in metrics:
+        if name not in SUPPORTED_METRICS:
+            results.update(module_scores(name, refs, hyps))
     return results
 
 

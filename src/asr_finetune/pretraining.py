@@ -51,11 +51,11 @@ class PretrainingArguments(AudioSourceArguments):
     )
     dataset_split_names: list[str] = field(
         default_factory=lambda: ["train"],
-        metadata={"help": "Splits (expressions such as 'train+validation', 'train[:90%]'), concatenated."},
+        metadata={"help": "Splits (expressions such as 'train+validation', 'train[:90%%]'), concatenated."},
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
     validation_split_percentage: int = field(
-        default=1, metadata={"help": "Hold out this % of the training rows (at least one) for a validation pass."}
+        default=1, metadata={"help": "Hold out this %% of the training rows (at least one) for a validation pass."}
     )
     train_cache_file_name: str | None = field(
         default=None, metadata={"help": "Accepted for compatibility; nothing decoded is cached."}

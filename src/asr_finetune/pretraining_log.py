@@ -10,6 +10,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from .curves import write_pretraining_curves
 from .files import write_jsonl
 from .redaction import SECRET_FLAGS
 
@@ -21,9 +22,10 @@ LOG_FILE = "pretraining_log.jsonl"
 class PretrainingLog:
     """Written by the main process only; every process may call it."""
 
-    def __init__(self, accelerator: Accelerator, output_dir: str | Path) -> None:
+    def __init__(self, accelerator: Accelerator, output_dir: str | Path, max_steps: int) -> None:
         self.accelerator = accelerator
         self.path = Path(output_dir) / LOG_FILE
+        self.max_steps = max_steps
 
     def start(self, step: int, args: Any) -> None:
         """Keep the records up to ``step`` (a resumed run; a fresh run starts an empty log) and open the trackers
@@ -46,6 +48,8 @@ class PretrainingLog:
         logger.info(" | ".join(f"{key} {_short(value)}" for key, value in record.items()))
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if any(key.startswith("eval_") for key in record) or record["step"] >= self.max_steps:
+            write_pretraining_curves(self.path, self.path.parent)  # training_curves.png
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
 

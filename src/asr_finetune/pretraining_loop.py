@@ -122,7 +122,7 @@ class Pretrainer:
         self.state = LoopState(gumbel_temperature=args.max_gumbel_temperature, world_size=self.world_size)
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
-        self.log = PretrainingLog(accelerator, self.output_dir)
+        self.log = PretrainingLog(accelerator, self.output_dir, self.max_steps)
 
     # ------------------------------------------------------------------------------------------ data
 

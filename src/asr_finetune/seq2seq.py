@@ -29,7 +29,7 @@ from . import longform
 from .batching import BatchingArguments
 from .data import DataArguments, DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import UsageError
-from .metrics import TranscriptMetrics, check_metric_names, valid_ids
+from .metrics import METRICS_HELP, TranscriptMetrics, check_metric_names, valid_ids
 from .modeling import (
     ModelArguments,
     cast_inputs,
@@ -97,7 +97,7 @@ class Seq2SeqDataArguments(DataArguments):
         default="transcribe",
         metadata={"help": "Whisper: 'transcribe', or 'translate' to English.", "choices": ["transcribe", "translate"]},
     )
-    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": "Any of: wer cer."})
+    eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": METRICS_HELP})
 
     def __post_init__(self) -> None:
         check_metric_names(self.eval_metrics)
