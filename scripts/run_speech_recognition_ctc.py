@@ -19,9 +19,9 @@ logger = logging.getLogger("run_speech_recognition_ctc")
 
 
 @releases_output_dir
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from
-    run = finetuning.start(ctc, argv)
+    run = finetuning.start(ctc, argv, streaming)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
 
     # 2. Feature extractor, and the tokenizer if one is brought along (else built from data in step 4)
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     normalizer = ctc.text_normalizer(tokenizer, data_args)
 
     # 3. Data: load, check columns and files, normalise text, filter by duration (headers only, no decoding)
-    splits, drops = finetuning.load_splits(data_args, training_args, normalizer.batch, model_args.cache_dir,
-                                           run.run_eval)
+    splits, drops = finetuning.load_splits(run, normalizer.batch)
 
     # 4. Tokenizer built from the training text when none was brought; characters its vocab lacks
     tokenizer, vocab_source, unknown = ctc.ensure_tokenizer(tokenizer, vocab_source, splits, data_args, training_args)

@@ -18,9 +18,9 @@ logger = logging.getLogger("run_speech_recognition_seq2seq")
 
 
 @releases_output_dir
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from
-    run = finetuning.start(seq2seq, argv)
+    run = finetuning.start(seq2seq, argv, streaming)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
     seq2seq.generate_for_metrics(training_args, run.run_eval)
     model_name = model_args.model_name_or_path or model_args.config_name
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, language = seq2seq.prepare_model(run, tokenizer, model_name)
 
     # 4. Data: load, check, normalise, filter (headers only; evaluation keeps long recordings); labels that fit
-    splits, drops = finetuning.load_splits(data_args, training_args, normalizer.batch, model_args.cache_dir,
-                                           run.run_eval)
+    splits, drops = finetuning.load_splits(run, normalizer.batch)
     splits, unknown = seq2seq.label_splits(splits, drops, tokenizer, model, feature_extractor)
     processor = seq2seq.publish_processor(feature_extractor, tokenizer, training_args.output_dir, run.is_main_process)
     tokenizer_source = f"tokenizer of {model_args.tokenizer_name or model_name}"

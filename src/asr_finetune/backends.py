@@ -22,6 +22,7 @@ from .joint_ctc import JointCTCMixin
 from .nonfinite import NonFiniteGuard, check_weights_finite
 from .redaction import secrets_removed
 from .seq2seq import Seq2SeqEvalMixin
+from .streaming import POSITION_KEY
 from .throughput import ThroughputMeter
 
 
@@ -90,6 +91,8 @@ class SpeechSamplingMixin:
         self.add_callback(TrainingCurvesCallback())
 
     def get_train_dataloader(self) -> DataLoader:
+        if hasattr(self.train_dataset, "loader"):  # a stream (asr_finetune.streaming): it makes its own batches
+            return self.train_dataset.loader(self.data_collator, self.args)
         if not (self.batching is not None and self.batching.enabled):
             return super().get_train_dataloader()
         args = self.args
@@ -133,6 +136,7 @@ class SpeechSamplingMixin:
         return SequentialSampler(eval_dataset)
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs.pop(POSITION_KEY, None)  # where a streamed batch came from (recorded by its loader)
         stats = [inputs.pop(key, None) for key in STAT_KEYS]
         ids, skipped = inputs.pop(IDS_KEY, None), inputs.pop(SKIPPED_KEY, 0)
         if stats[0] is not None and self.model.training:

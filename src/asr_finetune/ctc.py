@@ -3,7 +3,9 @@ CTC can fit, decoding only real frames, and metrics."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from .data import DataArguments, DropCounts, drop_rows, drop_too_short_for_masks
 from .errors import DataError, UsageError
 from .metrics import METRICS_HELP, TranscriptMetrics, check_metric_names, choose_eval_normalizer, valid_ids
 from .modeling import ModelArguments, cast_inputs, find_tokenizer, load_ctc_model, output_frames, use_mean_loss
+from .streaming import StreamingArguments, is_stream
 from .text import TextNormalizer, infer_case, resolve_text_language
 from .vocab import VOCAB_FILE, build_vocab, format_missing, missing_characters, save_vocab
 
@@ -110,15 +113,20 @@ def build_tokenizer(
     word_delimiter_token: str,
     write: bool = True,
 ) -> Wav2Vec2CTCTokenizer:
-    """Build vocab.json from the training text in ``output_dir`` (only where ``write``) and load it as a tokenizer."""
-    vocab_path = Path(output_dir) / VOCAB_FILE
-    if write:
-        vocab = build_vocab(train_texts, word_delimiter_token, unk_token, pad_token)
-        save_vocab(vocab, vocab_path)
-        logger.info("Built a %d-token vocab from the training text: %s", len(vocab), vocab_path)
-    return load_vocab_tokenizer(
-        output_dir, unk_token=unk_token, pad_token=pad_token, word_delimiter_token=word_delimiter_token
-    )
+    """The vocab of the training text as a tokenizer; vocab.json is written to ``output_dir`` where ``write``.
+
+    Every process builds the same vocab from the same text, so none waits for (or needs to see) another's file:
+    nodes need not share a file system.
+    """
+    vocab = build_vocab(train_texts, word_delimiter_token, unk_token, pad_token)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = output_dir if write else scratch
+        save_vocab(vocab, Path(directory) / VOCAB_FILE)
+        if write:
+            logger.info("Built a %d-token vocab from the training text: %s", len(vocab), Path(directory) / VOCAB_FILE)
+        return load_vocab_tokenizer(
+            directory, unk_token=unk_token, pad_token=pad_token, word_delimiter_token=word_delimiter_token
+        )
 
 
 def load_vocab_tokenizer(
@@ -253,7 +261,7 @@ def existing_tokenizer(
 
 SCRIPT = "run_speech_recognition_ctc.py"
 """The entry script (in scripts/) this module's steps serve; its recipes live in configs/<this module's name>/."""
-ARGUMENTS: tuple[type, ...] = (CTCModelArguments, CTCDataArguments, BatchingArguments)
+ARGUMENTS: tuple[type, ...] = (CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments)
 """The script's own argument groups, before the TrainingArguments of the backend."""
 TRAINER: str | None = "trainer"
 """Which Trainer runs it: "trainer", "seq2seq_trainer", or None (its own Accelerate loop)."""
@@ -277,24 +285,31 @@ def text_normalizer(tokenizer: Any | None, data_args: Any) -> TextNormalizer:
 def ensure_tokenizer(
     tokenizer: Any | None, source: str, splits: dict[str, Any], data_args: Any, training_args: Any
 ) -> tuple[Any, str, dict[str, Any]]:
-    """Step 4: the tokenizer (built from the training text when none was brought: the main process writes
-    vocab.json, the others read it), where it came from, and per split the characters its vocab lacks (logged)."""
+    """Step 4: the tokenizer (built from the training text when none was brought; the main process writes
+    vocab.json), where it came from, and per split the characters its vocab lacks (logged)."""
+    texts = {name: split.texts() if is_stream(split) else split["text"] for name, split in splits.items()}
     if tokenizer is None:
         if "train" not in splits:
             raise DataError("Evaluation alone needs a tokenizer: pass --tokenizer_name_or_path or a fine-tuned model.")
-        with training_args.main_process_first(desc="vocab"):
-            tokenizer = build_tokenizer(
-                splits["train"]["text"],
-                training_args.output_dir,
-                unk_token=data_args.unk_token,
-                pad_token=data_args.pad_token,
-                word_delimiter_token=data_args.word_delimiter_token,
-                write=training_args.process_index == 0,
-            )
+        if is_stream(splits["train"]) and not texts["train"]:
+            raise UsageError("--streaming needs a tokenizer: pass --tokenizer_name_or_path (as the reference streaming "
+                             "script does), or --vocab_from_first_n N to build the vocab from the first N rows.")
+        tokenizer = build_tokenizer(
+            texts["train"],
+            training_args.output_dir,
+            unk_token=data_args.unk_token,
+            pad_token=data_args.pad_token,
+            word_delimiter_token=data_args.word_delimiter_token,
+            write=training_args.process_index == 0,
+        )
         source = f"built from {data_args.train_split_name}"
+        if is_stream(splits["train"]):
+            source += f" (its first {len(texts['train'])} rows, --vocab_from_first_n)"
+            logger.warning("Vocab %s: characters that first appear later in the stream become %s.", source,
+                           data_args.unk_token)
     unknown = {
-        name: missing_characters(split["text"], tokenizer.get_vocab(), data_args.word_delimiter_token)
-        for name, split in splits.items()
+        name: missing_characters(split_texts, tokenizer.get_vocab(), data_args.word_delimiter_token)
+        for name, split_texts in texts.items()
     }
     for name, counts in unknown.items():
         if counts:
@@ -323,8 +338,12 @@ def label_splits(
 ) -> dict[str, Any]:
     """Step 5: labels on every split; training clips too short for SpecAugment's time masks are dropped too."""
     masking = model_args.mask_time_length if model_args.mask_time_prob > 0 else 0
+
+    def label(name: str, split: Any, split_drops: DropCounts) -> Any:
+        return add_labels(split, tokenizer, model, sampling_rate, split_drops, masking if name == "train" else 0)
+
     return {
-        name: add_labels(split, tokenizer, model, sampling_rate, drops[name], masking if name == "train" else 0)
+        name: split.then(functools.partial(label, name)) if is_stream(split) else label(name, split, drops[name])
         for name, split in splits.items()
     }
 

@@ -29,15 +29,18 @@ files); or everything (also catches NaN/inf samples and any decode error, at the
 # ---------------------------------------------------------------------------------------------- hub datasets
 
 
-def _load_hub(
+def load_hub(
     name: str,
     expression: str,
     config_name: str | None,
     cache_dir: str | None,
     token: str | bool | None,
     trust_remote_code: bool,
-) -> datasets.Dataset:
+    streaming: bool = False,
+) -> datasets.Dataset | datasets.IterableDataset:
     kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": token}
+    if streaming:
+        kwargs["streaming"] = True
     if trust_remote_code:
         kwargs["trust_remote_code"] = True
     try:
@@ -65,7 +68,7 @@ def load_split(
     if is_local_dataset(dataset_name):
         dataset = load_local(dataset_name, split_expression, audio_column, text_column)
     else:
-        dataset = _load_hub(dataset_name, split_expression, config_name, cache_dir, token, trust_remote_code)
+        dataset = load_hub(dataset_name, split_expression, config_name, cache_dir, token, trust_remote_code)
     feature = dataset.features.get(audio_column)
     if isinstance(feature, datasets.Audio) and feature.decode:
         dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
@@ -260,6 +263,22 @@ def prepare_split(
         token=config.token,
         trust_remote_code=config.trust_remote_code,
     )
+    dataset, drops = prepare_rows(dataset, config, normalize, label, max_samples=max_samples)
+    if len(dataset) == 0:
+        raise DataError(f"No usable rows left in {label} (dropped: {drops.summary()}).")
+    return dataset, drops
+
+
+def prepare_rows(
+    dataset: datasets.Dataset,
+    config: SplitConfig,
+    normalize: Callable[[list[str]], list[str]] | None,
+    label: str,
+    *,
+    max_samples: int | None = None,
+) -> tuple[datasets.Dataset, DropCounts]:
+    """The checks and filters of :func:`prepare_split` on rows already loaded: a whole split, or one block of a
+    stream (:mod:`asr_finetune.streaming`). ``label`` names the rows in messages. May return no rows."""
     required = {config.audio_column: "--audio_column_name"}
     if config.text_column:
         required[config.text_column] = "--text_column_name"
@@ -300,8 +319,6 @@ def prepare_split(
     if config.max_duration is not None:
         longer = f"longer than --max_duration_in_seconds {config.max_duration}"
         dataset = drop_rows(dataset, [d <= config.max_duration for d in dataset["duration"]], longer, drops)
-    if len(dataset) == 0:
-        raise DataError(f"No usable rows left in {label} (dropped: {drops.summary()}).")
     return dataset, drops
 
 

@@ -22,10 +22,10 @@ from types import ModuleType
 from typing import Any
 
 from .checkpoints import checkpoint_problem, read_state, resume_point
-from .data import DropCounts, log_splits, prepare_split, write_data_report
+from .data import DATA_REPORT_FILE, DropCounts, log_splits, prepare_rows, prepare_split, write_data_report
 from .errors import DataError
 from .features import SpeechDataset
-from .files import write_jsonl
+from .files import write_json, write_jsonl
 from .metrics import utterance_report
 from .outputs import PARTIAL_DIR, publish_files, write_model_card
 from .run import check_hub_access, disk_errors
@@ -42,6 +42,7 @@ class FineTuning:
     model_args: Any
     data_args: Any
     batching_args: Any
+    streaming_args: Any
     training_args: Any
     backend: Any
     argv: list[str]
@@ -55,32 +56,37 @@ class FineTuning:
         return self.training_args.process_index == 0
 
 
-def start(task: ModuleType, argv: Sequence[str] | None) -> FineTuning:
+def start(task: ModuleType, argv: Sequence[str] | None, streaming: bool = False) -> FineTuning:
     """Step 1 of both scripts: everything that can be checked before any data or model is touched.
 
     ``task`` is :mod:`asr_finetune.ctc` or :mod:`asr_finetune.seq2seq`: its ``ARGUMENTS`` and ``TRAINER``.
+    ``streaming`` turns ``--streaming`` on (the ``*_streaming.py`` scripts).
     """
     from .args import CommandLine, parse_args
     from .backends import adapt_training_arguments, select_backend
     from .launch import prepare_launch_environment
     from .logs import setup_logging
     from .modeling import hub_kwargs, weights_dtype
+    from .streaming import check_streaming_flags
 
     setup_logging()
     prepare_launch_environment()
     command = CommandLine.read(argv)
     backend = select_backend(command, seq2seq=task.TRAINER == "seq2seq_trainer")
-    model_args, data_args, batching_args, training_args = parse_args((*task.ARGUMENTS, backend.arguments_class),
-                                                                     command)
+    model_args, data_args, batching_args, streaming_args, training_args = parse_args(
+        (*task.ARGUMENTS, backend.arguments_class), command
+    )
+    streaming_args.streaming = streaming_args.streaming or streaming
     setup_logging(training_args)
+    check_streaming_flags(streaming_args, training_args, command.flags())
     adapt_training_arguments(training_args)
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     resume = prepare_run(training_args)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
-    return FineTuning(model_args, data_args, batching_args, training_args, backend, command.argv, resume, pretrained,
-                      dtype, run_eval)
+    return FineTuning(model_args, data_args, batching_args, streaming_args, training_args, backend, command.argv,
+                      resume, pretrained, dtype, run_eval)
 
 
 def evaluation_requested(training_args: Any) -> bool:
@@ -91,12 +97,23 @@ def evaluation_requested(training_args: Any) -> bool:
 def finish_data(
     run: FineTuning, splits: dict[str, Any], drops: dict[str, DropCounts], unknown: dict[str, Any], source: str
 ) -> None:
-    """Step 5's end: log what each split kept and dropped, refuse an emptied split, write data_report.json."""
+    """Step 5's end: log what each split kept and dropped, refuse an emptied split, write data_report.json.
+
+    A streamed train split is counted as it is read: its figures reach data_report.json when training ends."""
+    from .streaming import is_stream
+
+    streams = {name: split for name, split in splits.items() if is_stream(split)}
+    splits = {name: split for name, split in splits.items() if name not in streams}
+    for name, stream in streams.items():
+        logger.info("%s: streamed from %s, %d shard(s), in blocks of %d rows; what it drops is counted as it is "
+                    "read (train_results.json, data_report.json).", name, stream.label, stream.stream.n_shards,
+                    stream.buffer_size)
     log_splits(splits, drops)
     require_rows(splits, drops)
     if run.is_main_process:
         missing = {name: {"characters_missing_from_vocab": dict(unknown.get(name, {}))} for name in splits}
-        write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source)
+        top = {name: {"streamed": True, "shards": stream.stream.n_shards} for name, stream in streams.items()}
+        write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source, **top)
 
 
 def build_trainer(
@@ -110,11 +127,14 @@ def build_trainer(
     **trainer_kwargs: Any,
 ) -> Any:
     """Step 6: datasets that decode audio on the fly in the loader, and the backend's Trainer over them."""
+    from .streaming import is_stream
+
     datasets_ = {
-        name: SpeechDataset(split, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row)
+        name: (stream_dataset(run, split, feature_extractor) if is_stream(split) else
+               SpeechDataset(split, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row))
         for name, split in splits.items()
     }
-    return run.backend.trainer_class(
+    trainer = run.backend.trainer_class(
         model=model,
         args=run.training_args,
         data_collator=collator,
@@ -126,6 +146,26 @@ def build_trainer(
         on_nonfinite_loss=run.data_args.on_nonfinite_loss,
         **trainer_kwargs,
     )
+    if is_stream(splits.get("train")):
+        from .streaming import StreamStateCallback
+
+        trainer.add_callback(StreamStateCallback(datasets_["train"].progress))
+    return trainer
+
+
+def stream_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
+    """This process's batches of a streamed train split, continuing where ``run.resume`` stopped."""
+    from .backends import wants_length_grouping
+    from .streaming import SpeechStream, StreamPlan, saved_progress
+
+    args = run.training_args
+    plan = StreamPlan(
+        batch_size=args.per_device_train_batch_size, seed=args.data_seed if args.data_seed is not None else args.seed,
+        rank=args.process_index, world_size=args.world_size, workers=args.dataloader_num_workers,
+        batching=run.batching_args, group_by_length=wants_length_grouping(args),
+    )
+    return SpeechStream(split, plan, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row,
+                        resume=saved_progress(run.resume, args.process_index))
 
 
 def train_evaluate_and_report(
@@ -209,12 +249,38 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     totals = trainer.throughput.totals()
     totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
     totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
+    totals.update(_stream_totals(trainer))
     metrics.update({f"train_{name}": value for name, value in totals.items()})
     trainer.log_metrics("train", metrics)
     with disk_errors(trainer.args.output_dir):
         trainer.save_metrics("train", metrics)
         trainer.save_state()
     return metrics
+
+
+def _stream_totals(trainer: Any) -> dict[str, Any]:
+    """A streamed train split's figures over all processes (rows read, dropped per reason); also added to
+    data_report.json. Empty for a map-style split."""
+    progress = getattr(trainer.train_dataset, "progress", None)
+    if progress is None:
+        return {}
+    states = [progress.state()]
+    if trainer.args.world_size > 1:
+        from accelerate.utils import gather_object
+
+        states = gather_object(states)
+    dropped: dict[str, int] = {}
+    for state in states:
+        for reason, count in state["drops"].items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    totals = {"stream_rows_read": sum(state["rows_read"] for state in states),
+              "stream_rows_dropped": sum(dropped.values())}
+    if trainer.is_world_process_zero():
+        report = Path(trainer.args.output_dir) / DATA_REPORT_FILE
+        content = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+        content.setdefault("train", {}).update(rows_read=totals["stream_rows_read"], dropped=dropped)
+        write_json(content, report)
+    return totals
 
 
 def _sum_over_processes(trainer: Any, value: int) -> int:
@@ -304,16 +370,14 @@ def prepare_run(training_args: Any) -> str | None:
 
 
 def load_splits(
-    data_args: Any,
-    training_args: Any,
-    normalize: Callable[[list[str]], list[str]],
-    cache_dir: str | None,
-    evaluate: bool,
+    run: FineTuning, normalize: Callable[[list[str]], list[str]]
 ) -> tuple[dict[str, Any], dict[str, DropCounts]]:
-    """The "train" split (when training) and the "eval" split (when evaluating), prepared by the main process first.
+    """Step 3: the "train" split (when training) and the "eval" split (when evaluating), prepared by the main process
+    first. With ``--streaming`` the train split is a :class:`asr_finetune.streaming.StreamingSplit` (opened, not
+    read: its blocks are prepared as they are trained on) and the eval split is read from its stream."""
+    from .streaming import load_eval_rows, load_stream
 
-    ``data_args`` is any :class:`asr_finetune.data.DataArguments`.
-    """
+    data_args, training_args, cache_dir = run.data_args, run.training_args, run.model_args.cache_dir
     config = data_args.split_config(
         text_column=data_args.text_column_name,
         id_column=data_args.id_column_name,
@@ -321,15 +385,25 @@ def load_splits(
         cache_dir=cache_dir,
         token=data_args.token,
     )
+    streaming = run.streaming_args.streaming
     wanted = []
     if training_args.do_train:
         wanted.append(("train", data_args.train_split_name, data_args.max_train_samples))
-    if evaluate:
+    if run.run_eval:
         wanted.append(("eval", data_args.eval_split_name, data_args.max_eval_samples))
     splits, drops = {}, {}
     with training_args.main_process_first(desc="dataset preparation"):
         for name, expression, max_samples in wanted:
+            if streaming and name == "train":
+                splits[name], drops[name] = load_stream(data_args, run.streaming_args, config, normalize,
+                                                        cache_dir), DropCounts()
+                continue
             # Evaluation keeps long recordings: they are decoded in chunks (asr_finetune.longform), not dropped.
             split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
+            if streaming:
+                label = f"{data_args.dataset_name} split {expression!r} (from its stream)"
+                splits[name], drops[name] = prepare_rows(load_eval_rows(data_args, cache_dir), split_config,
+                                                         normalize, label)
+                continue
             splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
     return splits, drops

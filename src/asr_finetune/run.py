@@ -58,6 +58,9 @@ def run_cli(main: Callable[[], Any]) -> None:
         failed = True
         logging.getLogger("asr_finetune").error("%s", one_line(err))
         sys.exit(2)
+    except BaseException:
+        failed = True  # a crash: no barrier for the other processes (it would hide this traceback forever)
+        raise
     finally:
         release_all()
         end_distributed(abort=failed)

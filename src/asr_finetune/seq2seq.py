@@ -39,6 +39,7 @@ from .modeling import (
     freeze_unused_mask_embedding,
     use_mean_loss,
 )
+from .streaming import StreamingArguments, is_stream
 from .text import TextNormalizer, resolve_text_language
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ TASKS = ("transcribe", "translate")
 
 SCRIPT = "run_speech_recognition_seq2seq.py"
 """The entry script (in scripts/) this module's steps serve; its recipes live in configs/<this module's name>/."""
-ARGUMENTS: tuple[type, ...] = (Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments)
+ARGUMENTS: tuple[type, ...] = (Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, StreamingArguments)
 """The script's own argument groups, before the TrainingArguments of the backend."""
 TRAINER: str | None = "seq2seq_trainer"
 """Which Trainer runs it: "trainer", "seq2seq_trainer", or None (its own Accelerate loop)."""
@@ -560,13 +561,21 @@ def label_splits(
     clips too short for SpecAugment; evaluation keeps long recordings (long-form generation decodes them).
     Also returns, per split, the characters the tokenizer cannot represent (logged)."""
     window = input_window_seconds(feature_extractor)
+
+    def label(name: str, split: Any, split_drops: DropCounts) -> Any:
+        if name == "train":
+            split = drop_longer_than_window(split, feature_extractor, split_drops)
+        split = add_labels(split, tokenizer, model, split_drops, long_form_after=window if name == "eval" else None)
+        if name == "train":
+            split = drop_too_short_for_masking(split, model, feature_extractor.sampling_rate, split_drops)
+        return split
+
     labelled, unknown = {}, {}
     for name, split in splits.items():
-        if name == "train":
-            split = drop_longer_than_window(split, feature_extractor, drops[name])
-        split = add_labels(split, tokenizer, model, drops[name], long_form_after=window if name == "eval" else None)
-        if name == "train":
-            split = drop_too_short_for_masking(split, model, feature_extractor.sampling_rate, drops[name])
+        if is_stream(split):  # labelled block by block as it is read
+            labelled[name], unknown[name] = split.then(functools.partial(label, name)), Counter()
+            continue
+        split = label(name, split, drops[name])
         unknown[name] = unrepresentable_characters(split["text"], split["labels"], tokenizer)
         if unknown[name]:
             logger.warning("%s text has characters the tokenizer cannot represent: %s", name, dict(unknown[name]))

@@ -1,0 +1,516 @@
+"""Training on a stream: corpora bigger than the disk, read shard by shard, on any number of processes and nodes,
+resumable mid-stream (``--streaming``).
+
+The train split is a ``datasets.IterableDataset``: a Hub dataset opened with ``streaming=True``, or a local folder
+of shards (``SPLIT/*.parquet``, the Hub's own format, or WebDataset ``SPLIT/*.tar``). Each process reads its own
+shards (``datasets.distributed.split_dataset_by_node``), each loader worker its own share of those (datasets splits
+shards between workers). The shard order is reshuffled every epoch.
+
+A worker reads its rows in blocks of ``--shuffle_buffer_size``. A block goes through the very preparation of a
+map-style split (:func:`asr_finetune.data.prepare_rows`: header checks, bad rows, text normalisation, duration
+filters, then the task's labels), is shuffled and cut into batches (duration buckets with ``--max_batch_duration``),
+and decoded on the fly (:class:`asr_finetune.features.SpeechDataset`). What a block drops is counted.
+
+Resuming: every batch carries its position (epoch, block, batch in block, and the reader's state at the block's
+start). A checkpoint records, per process and loader worker, the position of the last batch trained on (in
+trainer_state.json, written last, so a checkpoint is never complete without it). A rerun restores the reader state,
+re-reads that one block (at most ``--shuffle_buffer_size`` rows; no batch trained on is trained again) and continues
+with the next batch: the batches are those of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets.distributed import split_dataset_by_node
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from .data import DataArguments, DropCounts, SplitConfig, load_hub, prepare_rows
+from .errors import DataError, UsageError
+from .features import SpeechDataset
+
+logger = logging.getLogger(__name__)
+
+SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset"}
+"""Local shard formats: parquet files with embedded audio (the Hub's format) and WebDataset tar files."""
+AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus")
+POSITION_KEY = "stream_position"
+"""Batch key carrying where the batch came from in the stream; taken out before the model sees the batch."""
+SKIP = "skip"
+"""What a loader worker yields first on a resume when the next batch is due from a later worker (see
+:class:`StreamLoader`)."""
+EPOCH_FLAGS = ("num_train_epochs",)
+
+
+@dataclass
+class StreamingArguments:
+    """Flags of streaming training (``--streaming``): the train split is read as a stream, never downloaded whole."""
+
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the train split as a stream (Hub streaming, or local SPLIT/*.parquet / *.tar shards): "
+                  "for corpora bigger than the disk. Needs --max_steps."},
+    )
+    shuffle_buffer_size: int = field(
+        default=500,
+        metadata={"help": "Rows read, shuffled and batched together (a block); also the most a resume re-reads."},
+    )
+    vocab_from_first_n: int | None = field(
+        default=None,
+        metadata={"help": "CTC without --tokenizer_name_or_path: build the vocab from the first N training rows."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.shuffle_buffer_size < 1:
+            raise UsageError(f"--shuffle_buffer_size {self.shuffle_buffer_size}: give at least 1.")
+
+
+def check_streaming_flags(streaming: StreamingArguments, training_args: Any, given: dict[str, Any]) -> None:
+    """A stream has no length: refuse at start what would need one, naming the flag."""
+    if not streaming.streaming:
+        for name in ("shuffle_buffer_size", "vocab_from_first_n"):
+            if name in given:
+                raise UsageError(f"--{name} goes with --streaming (or the *_streaming.py scripts).")
+        return
+    if not training_args.do_train:
+        raise UsageError("--streaming streams the train split: add --do_train (evaluation alone reads its split).")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise UsageError("--streaming needs --max_steps N: a stream has no length, so epochs cannot be counted.")
+    epoch_based = [f"--{name}" for name in EPOCH_FLAGS if name in given]
+    epoch_based += [f"--{name} epoch" for name in ("eval_strategy", "save_strategy", "logging_strategy")
+                    if str(getattr(training_args, name, "")).lower().endswith("epoch")]
+    if epoch_based:
+        raise UsageError(f"{', '.join(epoch_based)}: a stream has no epochs to count; use --max_steps and the "
+                         "*_steps flags (--eval_steps, --save_steps, --logging_steps).")
+    training_args.ignore_data_skip = True  # the stream resumes at its recorded position, without skipping batches
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def local_shards(root: Path, split: str) -> tuple[str, list[str]] | None:
+    """(datasets builder, files) for ``root/split/*.parquet`` or ``*.tar``; None when there are no shards."""
+    folder = root / split
+    for suffix, builder in SHARD_BUILDERS.items():
+        files = sorted(str(path) for path in folder.glob(f"*{suffix}"))
+        if files:
+            return builder, files
+    return None
+
+
+def open_stream(data_args: DataArguments, expression: str, cache_dir: str | None) -> datasets.IterableDataset:
+    """The split expression (``train`` or ``train+validation``; no slices) as one stream with the columns the
+    map-style path has: the audio column (undecoded ``{"bytes", "path"}``), the text column, and ``id``."""
+    parts = [part.strip() for part in expression.split("+")]
+    for part in parts:
+        if "[" in part:
+            raise UsageError(f"--streaming reads whole splits; {expression!r} slices one. Use --max_train_samples N "
+                             "to train on the first N rows.")
+    streams = [_open_split(data_args, part, cache_dir) for part in parts]
+    return streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
+
+
+def _open_split(data_args: DataArguments, split: str, cache_dir: str | None) -> datasets.IterableDataset:
+    root = Path(data_args.dataset_name).expanduser()
+    label = f"{data_args.dataset_name} split {split!r}"
+    if root.exists():
+        found = local_shards(root, split) if root.is_dir() else None
+        if found is None:
+            splits = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            raise DataError(
+                f"{label}: --streaming reads local shards, {root}/{split}/*.parquet or *.tar (folders here: "
+                f"{', '.join(splits) or 'none'}). Without --streaming the folder is read as a map-style dataset."
+            )
+        builder, files = found
+        stream = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True)
+    else:
+        stream = load_hub(data_args.dataset_name, split, data_args.dataset_config_name, cache_dir, data_args.token,
+                          data_args.trust_remote_code, streaming=True)
+    return _standard_columns(stream, data_args, label)
+
+
+def _standard_columns(
+    stream: datasets.IterableDataset, data_args: DataArguments, label: str
+) -> datasets.IterableDataset:
+    columns = list(stream.column_names or next(iter(stream.take(1))).keys())
+    audio, text = data_args.audio_column_name, data_args.text_column_name
+    if audio not in columns:  # WebDataset: the audio sits under its file extension, as raw file bytes
+        found = [column for column in columns if column in AUDIO_EXTENSIONS]
+        if found:
+            extension = found[0]
+            # Not as Audio: datasets would pass the bytes through torchcodec, which this torch cannot load.
+            stream = stream.cast_column(extension, datasets.Value("binary")).map(
+                functools.partial(_file_bytes, audio, extension), remove_columns=[extension]
+            )
+            columns = [c for c in columns if c != extension] + [audio]
+    elif stream.features is not None:  # first, while the features are known: nothing decodes before the loader
+        stream = stream.cast_column(audio, datasets.Audio(decode=False))
+    if text not in columns and "txt" in columns:
+        stream, columns = stream.rename_column("txt", text), [text if c == "txt" else c for c in columns]
+    elif text not in columns and "json" in columns:
+        stream = stream.map(lambda row: {text: (row["json"] or {}).get(text)}, remove_columns=["json"])
+        columns = [c for c in columns if c != "json"] + [text]
+    if "__key__" in columns and data_args.id_column_name not in columns:
+        stream = stream.rename_column("__key__", data_args.id_column_name)
+        columns = [data_args.id_column_name if c == "__key__" else c for c in columns]
+    missing = [f"{name!r} (set with {flag})" for name, flag in ((audio, "--audio_column_name"),
+                                                                (text, "--text_column_name")) if name not in columns]
+    if missing:
+        raise DataError(f"{label} has no column {', '.join(missing)}. Columns it has: {', '.join(columns)}.")
+    return stream.select_columns([c for c in (audio, text, data_args.id_column_name) if c in columns])
+
+
+def _file_bytes(audio: str, extension: str, row: dict[str, Any]) -> dict[str, Any]:
+    value = row[extension]
+    data = value.get("bytes") if isinstance(value, dict) else value
+    path = (value.get("path") if isinstance(value, dict) else None) or f"{row.get('__key__', 'clip')}.{extension}"
+    return {audio: {"bytes": data, "path": path}}
+
+
+# ---------------------------------------------------------------------------------------------- the split
+
+
+BlockStep = Callable[[datasets.Dataset, DropCounts], datasets.Dataset]
+
+
+@dataclass
+class StreamingSplit:
+    """The train split as a stream, and what each block of it goes through: the map-style preparation
+    (``split_config``, ``normalize``) and then the task's own ``steps`` (labels, model-specific filters)."""
+
+    stream: datasets.IterableDataset
+    split_config: SplitConfig
+    normalize: Callable[[list[str]], list[str]] | None
+    label: str
+    buffer_size: int
+    max_samples: int | None = None
+    first_n: int | None = None
+    steps: list[BlockStep] = field(default_factory=list)
+
+    def then(self, step: BlockStep) -> StreamingSplit:
+        """This split with one more step on every block (e.g. the task's labels)."""
+        return dataclasses.replace(self, steps=[*self.steps, step])
+
+    def prepare(self, rows: list[dict[str, Any]], where: str) -> tuple[datasets.Dataset, DropCounts]:
+        """One block of raw rows -> the rows a map-style split would keep, with what was dropped and why."""
+        block = datasets.Dataset.from_list(rows)
+        prepared, drops = prepare_rows(block, self.split_config, self.normalize, f"{self.label}, {where}")
+        for step in self.steps:
+            if len(prepared) == 0:
+                break
+            prepared = step(prepared, drops)
+        return prepared, drops
+
+    def texts(self) -> list[str]:
+        """The normalised transcripts of the first ``first_n`` rows (a vocab from a stream)."""
+        if not self.first_n:
+            return []
+        column = self.split_config.text_column
+        raw = [row[column] or "" for row in self.stream.select_columns([column]).take(self.first_n)]
+        return self.normalize(raw) if self.normalize else raw
+
+
+def is_stream(split: Any) -> bool:
+    return isinstance(split, StreamingSplit)
+
+
+def load_stream(
+    data_args: DataArguments, streaming: StreamingArguments, split_config: SplitConfig,
+    normalize: Callable[[list[str]], list[str]], cache_dir: str | None,
+) -> StreamingSplit:
+    """The train split of ``--streaming``, opened (its columns checked) but not read."""
+    stream = open_stream(data_args, data_args.train_split_name, cache_dir)
+    if data_args.max_train_samples is not None:
+        stream = stream.take(data_args.max_train_samples)
+    return StreamingSplit(stream, split_config, normalize, f"{data_args.dataset_name} split "
+                          f"{data_args.train_split_name!r}", streaming.shuffle_buffer_size,
+                          first_n=streaming.vocab_from_first_n)
+
+
+def load_eval_rows(data_args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+    """The evaluation split of a streaming run, read from its stream into memory (``--max_eval_samples`` rows, or
+    all): evaluation needs a fixed set in a fixed order."""
+    stream = open_stream(data_args, data_args.eval_split_name, cache_dir)
+    if data_args.max_eval_samples is not None:
+        stream = stream.take(data_args.max_eval_samples)
+    else:
+        logger.warning("--streaming: reading the whole eval split %r into memory; --max_eval_samples N caps it.",
+                       data_args.eval_split_name)
+    return datasets.Dataset.from_list(list(stream))
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+@dataclass
+class StreamPlan:
+    """How a process cuts its stream into batches."""
+
+    batch_size: int
+    seed: int
+    rank: int
+    world_size: int
+    workers: int
+    batching: Any = None
+    group_by_length: bool = False
+
+    def batches(self, durations: list[float], epoch: int, block: int, worker: int) -> list[list[int]]:
+        """A block's batches (indices into the block), a fixed function of seed, epoch, block, rank and worker."""
+        seed = int(np.random.SeedSequence([self.seed, epoch, block, self.rank, worker]).generate_state(1)[0])
+        if self.batching is not None and self.batching.enabled:
+            sampler = self.batching.sampler(durations, self.batch_size, seed=seed, num_replicas=1, rank=0)
+            return [list(batch) for batch in sampler]
+        rng = np.random.default_rng(seed)
+        order = np.argsort(durations, kind="stable") if self.group_by_length else rng.permutation(len(durations))
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.group_by_length:
+            rng.shuffle(batches)
+        return batches
+
+
+class SpeechStream(torch.utils.data.IterableDataset):
+    """This process's batches of a :class:`StreamingSplit`, as lists of decoded items with their position.
+
+    ``resume`` is this process's entry of a checkpoint's stream state (:class:`StreamProgress`), or None.
+    """
+
+    def __init__(self, split: StreamingSplit, plan: StreamPlan, feature_extractor: Any, audio_column: str,
+                 on_bad_row: str, resume: dict[str, Any] | None = None) -> None:
+        self.split = split
+        self.plan = plan
+        self.feature_extractor = feature_extractor
+        self.audio_column = audio_column
+        self.on_bad_row = on_bad_row
+        stream = split.stream.shuffle(seed=plan.seed, buffer_size=1)  # shard order per epoch; rows stay in order
+        if plan.world_size > 1:
+            if stream.n_shards % plan.world_size:
+                logger.warning(
+                    "%d shard(s) do not divide among %d processes: every process reads every shard and keeps its "
+                    "share of the rows (nothing is trained twice, but each reads all). Use a multiple of %d "
+                    "shards.", stream.n_shards, plan.world_size, plan.world_size)
+            stream = split_dataset_by_node(stream, rank=plan.rank, world_size=plan.world_size)
+        self.stream = stream
+        self.workers = min(plan.workers, stream.n_shards) if plan.workers else 0
+        self.progress = StreamProgress.restore(resume, max(self.workers, 1))
+
+    def __iter__(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]] | str]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        datasets.disable_progress_bars()
+        logging.getLogger("datasets.iterable_dataset").addFilter(_no_buffer_warning)
+        if worker < self.progress.start_worker:
+            yield SKIP
+        position = self.progress.positions.get(str(worker))
+        epoch = position["epoch"] if position else 0
+        stream = self.stream
+        if info is not None and info.num_workers > 1:
+            stream = stream.shard(num_shards=info.num_workers, index=worker, contiguous=False)
+        while True:
+            resuming = position is not None and position["epoch"] == epoch
+            block, skip, state = 0, 0, None
+            if resuming:
+                block, skip, state = position["block"], position["batch"] + 1, position["state"]
+            stream.set_epoch(epoch)
+            if state is not None:
+                stream.load_state_dict(state)
+            rows, read = [], 0
+            for row in _rows(stream):
+                rows.append(row)
+                read += 1
+                if len(rows) == self.split.buffer_size:
+                    yield from self._block(rows, epoch, block, state, skip, worker)
+                    rows, block, skip, state = [], block + 1, 0, stream.state_dict()
+            if rows:
+                yield from self._block(rows, epoch, block, state, skip, worker)
+            if read == 0 and not resuming:
+                return  # this worker has no shards (more workers than shards)
+            epoch, position = epoch + 1, None
+
+    def _block(self, rows: list[dict[str, Any]], epoch: int, block: int, state: Any, skip: int,
+               worker: int) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        where = f"epoch {epoch} block {block} (process {self.plan.rank}, worker {worker})"
+        prepared, drops = self.split.prepare(rows, where)
+        dataset = SpeechDataset(prepared, self.feature_extractor, self.audio_column, self.on_bad_row)
+        batches = self.plan.batches(dataset.durations, epoch, block, worker)
+        for index, indices in enumerate(batches):
+            if index < skip:
+                continue
+            yield [dataset[i] for i in indices], self._position(worker, epoch, block, index, state, drops, rows)
+        if not batches and skip == 0:  # nothing kept of this block: an empty batch still reports its drops
+            yield [], self._position(worker, epoch, block, 0, state, drops, rows)
+
+    @staticmethod
+    def _position(worker: int, epoch: int, block: int, index: int, state: Any, drops: DropCounts,
+                  rows: list[dict[str, Any]]) -> dict[str, Any]:
+        first = index == 0  # a block's figures travel with its first batch
+        return {"worker": worker, "epoch": epoch, "block": block, "batch": index, "state": state,
+                "drops": drops.as_dict() if first else None, "rows": len(rows) if first else 0}
+
+    def loader(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]], args: Any) -> StreamLoader:
+        """The training loader: batches come ready-made from the stream."""
+        loader = torch.utils.data.DataLoader(
+            self, batch_size=None, collate_fn=StreamCollator(collator), num_workers=self.workers,
+            pin_memory=args.dataloader_pin_memory,
+            prefetch_factor=args.dataloader_prefetch_factor if self.workers else None,
+        )
+        return StreamLoader(loader)
+
+
+def _rows(stream: datasets.IterableDataset) -> Iterator[dict[str, Any]]:
+    """The rows of ``stream``, read as in the main process even inside a loader worker.
+
+    Each worker reads its own shards, chosen explicitly (``stream.shard``). datasets would otherwise split a stream
+    among workers itself, and then fail to resume it (datasets 5.2 loads the saved state into the whole pipeline
+    before splitting it: IndexError for multi-shard parquet). It decides on the first row, so only that read hides
+    the worker.
+    """
+    from torch.utils.data._utils import worker as torch_worker
+
+    if torch_worker._worker_info is not None:
+        import fsspec.asyn
+
+        fsspec.asyn.reset_lock()  # a forked worker must not wait on the parent's fsspec lock (Hub streaming)
+    iterator = iter(stream)
+    saved, torch_worker._worker_info = torch_worker._worker_info, None
+    try:
+        first = next(iterator, None)
+    finally:
+        torch_worker._worker_info = saved
+    if first is not None:
+        yield first
+        yield from iterator
+
+
+def _no_buffer_warning(record: logging.LogRecord) -> bool:
+    # The one-row buffer that reshuffles shard order holds nothing between rows; its resume warning does not apply.
+    return "shuffle buffer" not in record.getMessage()
+
+
+class StreamCollator:
+    """Collates a stream's batch and keeps its position beside it."""
+
+    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collator = collator
+
+    def __call__(self, element: Any) -> Any:
+        if element == SKIP:
+            return SKIP
+        items, meta = element
+        batch = self.collator(items) if items else {}
+        batch[POSITION_KEY] = meta
+        return batch
+
+
+class StreamLoader:
+    """Iterates the DataLoader, leaving out the placeholders (:data:`SKIP`) and batches that kept no rows.
+
+    The DataLoader takes batches from its workers in turn, always starting with worker 0. On a resume whose next
+    batch is due from worker k, workers 0..k-1 first yield a placeholder, so the turns continue where they stopped.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.progress = loader.dataset.progress
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            if isinstance(batch, str):
+                continue
+            self.progress.consumed(batch[POSITION_KEY])  # what the Trainer takes, it trains on
+            if len(batch) > 1:  # not the empty batch of a block that kept nothing
+                yield batch
+
+
+# ---------------------------------------------------------------------------------------------- resume state
+
+
+class StreamProgress:
+    """Where each loader worker of this process stands: the position of the last batch trained on, the worker
+    whose batch is due next, and what the blocks read so far dropped."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.positions: dict[str, dict[str, Any]] = {}
+        self.start_worker = 0
+        self.next_worker = 0
+        self.drops: dict[str, int] = {}
+        self.rows_read = 0
+
+    @classmethod
+    def restore(cls, saved: dict[str, Any] | None, workers: int) -> StreamProgress:
+        progress = cls(workers)
+        if not saved:
+            return progress
+        if saved.get("workers") != workers:
+            logger.warning("The checkpoint's stream was read by %s loader worker(s), this run has %d: the stream "
+                           "starts again from the beginning (batches already trained on are seen again).",
+                           saved.get("workers"), workers)
+            return progress
+        progress.positions = dict(saved["positions"])
+        progress.start_worker = progress.next_worker = int(saved["next_worker"])
+        progress.drops = dict(saved.get("drops", {}))
+        progress.rows_read = int(saved.get("rows_read", 0))
+        return progress
+
+    def consumed(self, meta: dict[str, Any]) -> None:
+        """Record a batch taken from the stream."""
+        for reason, count in (meta.get("drops") or {}).items():
+            self.drops[reason] = self.drops.get(reason, 0) + count
+        self.rows_read += meta.get("rows", 0)
+        self.positions[str(meta["worker"])] = {key: meta[key] for key in ("epoch", "block", "batch", "state")}
+        self.next_worker = (int(meta["worker"]) + 1) % self.workers
+
+    def state(self) -> dict[str, Any]:
+        return {"workers": self.workers, "positions": self.positions, "next_worker": self.next_worker,
+                "drops": self.drops, "rows_read": self.rows_read}
+
+
+class StreamStateCallback(TrainerCallback, ExportableState):
+    """Puts every process's :class:`StreamProgress` into each checkpoint's trainer_state.json (gathered from all
+    processes when a save is due, so it is written with the state file that marks the checkpoint complete)."""
+
+    def __init__(self, progress: StreamProgress | None = None, accelerator: Any = None) -> None:
+        self.progress = progress
+        self.accelerator = accelerator
+        self.gathered: list[dict[str, Any]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save and self.progress is not None:
+            if args.world_size > 1:
+                from accelerate.utils import gather_object
+
+                self.gathered = gather_object([self.progress.state()])
+            else:
+                self.gathered = [self.progress.state()]
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"processes": self.gathered}}
+
+
+def saved_progress(checkpoint: str | None, rank: int) -> dict[str, Any] | None:
+    """This process's stream state in ``checkpoint`` (None: none recorded, start at the beginning)."""
+    if not checkpoint:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        processes = state["stateful_callbacks"][StreamStateCallback.__name__]["attributes"]["processes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("%s records no stream position: the stream starts again from the beginning.", checkpoint)
+        return None
+    if rank >= len(processes):
+        logger.warning("%s was written by %d process(es); process %d starts its stream from the beginning.",
+                       checkpoint, len(processes), rank)
+        return None
+    return processes[rank]
