@@ -195,3 +195,57 @@ def test_whisper_streams_too(shards: Path, corpus: Path, tmp_path: Path) -> None
     results = seq2seq_main(args, streaming=True)
     assert results["train_stream_rows_read"] == 8 and "eval_wer" in results
     assert len((tmp_path / "out" / "eval_predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_make_shards_writes_a_split_the_stream_reads_whole(corpus: Path, tmp_path: Path) -> None:
+    from asr_finetune.data import DataArguments
+    from asr_finetune.streaming import open_stream
+
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_shards.py"), "--dataset_name", str(corpus),
+                    "--output_dir", str(tmp_path), "--splits", "test", "--num_shards", "3", "--format", "tar"],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert len(list((tmp_path / "test").glob("*.tar"))) == 3
+    rows = list(open_stream(DataArguments(dataset_name=str(tmp_path)), "test", None))
+    expected = {row["text"] for row in local_rows(corpus, "test")}
+    assert len(rows) == 8 and {row["text"] for row in rows} == expected
+    assert all(row["audio"]["bytes"][:4] == b"RIFF" for row in rows)
+
+
+def test_the_seed_streaming_command_as_published(corpus: Path, tmp_path: Path) -> None:
+    """The README's "Multi GPU CTC with Dataset Streaming" command, flag for flag from configs/seed_commands, on 2 CPU
+    processes. Substituted: local shards with a `sentence` column for Common Voice, a local tokenizer and a tiny
+    model for the Hub ones, 4 steps for 5000, and --fp16 / --push_to_hub left out (no GPU, no Hub here)."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from asr_finetune.seeds import read_seed
+    from asr_finetune.tiny_models import save_tiny_wav2vec2
+    from asr_finetune.vocab import build_vocab, save_vocab
+
+    seed = read_seed("transformers_ctc_streaming_multi_gpu.sh", REPO / "configs" / "seed_commands")
+    assert seed.launcher == "torchrun" and seed.script == "run_speech_recognition_ctc_streaming.py"
+    data = tmp_path / "cv-tr"
+    for split in ("train", "validation", "test"):
+        rows = [{**row, "sentence": row["text"]} for row in local_rows(corpus, split)]
+        write_shards(rows, data, split, 2 if split != "test" else 1, "parquet", text_column="sentence")
+    save_vocab(build_vocab([row["text"] for row in local_rows(corpus, "train")], "|", "[UNK]", "[PAD]"),
+               tmp_path / "tokenizer" / "vocab.json")
+    Wav2Vec2CTCTokenizer(str(tmp_path / "tokenizer" / "vocab.json")).save_pretrained(tmp_path / "tokenizer")
+    model = save_tiny_wav2vec2(tmp_path / "xls-r", hidden_size=144, layers=2, conv_channels=32)
+    flags = {**seed.flags, "dataset_name": str(data), "model_name_or_path": str(model),
+             "tokenizer_name_or_path": str(tmp_path / "tokenizer"), "output_dir": str(tmp_path / "out"),
+             "max_steps": "4"}  # fmt: skip
+    for gone in ("fp16", "push_to_hub"):
+        flags.pop(gone)
+    argv = []
+    for name, value in flags.items():
+        argv += [f"--{name}"] + ([] if value is True else value if isinstance(value, list) else [str(value)])
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = run_on_free_port(lambda port: [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "2",
+                                          "--master_port", port, str(CTC), *argv], env=env, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("World: 2 process(es)") == 2
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert {"eval_wer", "eval_cer", "train_stream_rows_read"} <= set(results)
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and "StreamStateCallback" in state["stateful_callbacks"]

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Streaming at scale, measured: the same training steps on 1x and 8x the shards (memory and disk must not grow
+with the corpus), and the same data map-style (audio seconds per second must stay within 10%).
+
+    python scripts/benchmark_streaming.py --work_dir /tmp/bench_stream          # ~6 minutes on 2 cores
+
+Each run is a separate process under /usr/bin/time (peak RSS) with its own empty HF cache (disk written = output
+dir + cache). Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from asr_finetune.shards import local_rows, write_shards
+from asr_finetune.synthetic import make_corpus
+from asr_finetune.tiny_models import save_tiny_wav2vec2
+
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def disk_bytes(*paths: Path) -> int:
+    return sum(f.stat().st_size for path in paths if path.exists() for f in path.rglob("*") if f.is_file())
+
+
+def run(name: str, work: Path, data: Path, model: Path, steps: int, streaming: bool) -> dict:
+    out, cache = work / "runs" / name, work / "cache" / name
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    command = [
+        "/usr/bin/time", "-v", sys.executable, str(SCRIPTS / "run_speech_recognition_ctc.py"),
+        "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
+        "--train_split_name", "train", "--do_train", "--max_steps", str(steps), "--per_device_train_batch_size", "8",
+        "--learning_rate", "1e-3", "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none",
+        "--disable_tqdm", "true", "--dataloader_num_workers", "1", "--mask_time_prob", "0", "--seed", "0",
+    ]  # fmt: skip
+    if streaming:
+        command += ["--streaming", "true", "--shuffle_buffer_size", "200", "--vocab_from_first_n", "200"]
+    env = {**os.environ, "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
+    results = json.loads((out / "train_results.json").read_text())
+    return {
+        "run": name, "wall": wall, "audio_s_per_s": results["train_audio_seconds_per_second"],
+        "padding": results["train_padding_fraction"], "peak_rss_gb": round(rss_kb / 1e6, 2),
+        "disk_mb": round(disk_bytes(out, cache) / 1e6, 1), "rows_read": results.get("train_stream_rows_read", "-"),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", type=Path, required=True)
+    parser.add_argument("--num_clips", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    work = args.work_dir
+    make_corpus(work / "corpus", num_train=args.num_clips, num_validation=0, num_test=0, seed=3, progress=False)
+    model = save_tiny_wav2vec2(work / "model", hidden_size=144, layers=4, conv_channels=64)
+    rows = local_rows(work / "corpus", "train")
+    for copies in (1, 8):
+        target = work / f"shards_x{copies}"
+        if not (target / "train").exists():
+            replicated = [{**row, "id": f"{copy}-{Path(row['audio']).stem}"} for copy in range(copies) for row in rows]
+            write_shards(replicated, target, "train", 8 * copies, "parquet")
+    table = [
+        run("map-style (audiofolder)", work, work / "corpus", model, args.steps, streaming=False),
+        run("streaming, 1x shards", work, work / "shards_x1", model, args.steps, streaming=True),
+        run("streaming, 8x shards", work, work / "shards_x8", model, args.steps, streaming=True),
+    ]
+    size = {name: disk_bytes(work / name) / 1e6 for name in ("shards_x1", "shards_x8")}
+    print(f"corpus: {len(rows)} clips; shards x1 {size['shards_x1']:.0f} MB (8 files), x8 {size['shards_x8']:.0f} MB "
+          f"(64 files); {args.steps} steps of 8 clips")
+    columns = list(table[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in table:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    ratio = table[1]["audio_s_per_s"] / table[0]["audio_s_per_s"]
+    print(f"streaming / map-style audio-s/s: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
