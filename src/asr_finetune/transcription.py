@@ -38,7 +38,7 @@ def find_inputs(inputs: Sequence[str], audio_column: str = "audio") -> list[Audi
     """Files as given; folders searched recursively for audio files (outputs keep the sub-folders); manifests
     (.jsonl/.json/.csv/.tsv, as the training scripts read them) for their audio column, paths relative to the
     manifest. Two inputs that would write the same output are refused, as is an input that is none of these."""
-    from .data import MANIFEST_SUFFIXES, read_manifest
+    from .local_datasets import MANIFEST_SUFFIXES, read_manifest
 
     found: list[AudioInput] = []
     for given in inputs:
