@@ -31,8 +31,10 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets.distributed import split_dataset_by_node
+from datasets.table import InMemoryTable
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -202,9 +204,10 @@ class StreamingSplit:
         """This split with one more step on every block (e.g. the task's labels)."""
         return dataclasses.replace(self, steps=[*self.steps, step])
 
-    def prepare(self, rows: list[dict[str, Any]], where: str) -> tuple[datasets.Dataset, DropCounts]:
+    def prepare(self, rows: pa.Table, where: str) -> tuple[datasets.Dataset, DropCounts]:
         """One block of raw rows -> the rows a map-style split would keep, with what was dropped and why."""
-        block = datasets.Dataset.from_list(rows)
+        # Without the shards' feature metadata: its Audio feature would decode (through torchcodec) on access.
+        block = datasets.Dataset(InMemoryTable(rows.replace_schema_metadata(None)))
         prepared, drops = prepare_rows(block, self.split_config, self.normalize, f"{self.label}, {where}")
         for step in self.steps:
             if len(prepared) == 0:
@@ -233,6 +236,10 @@ def load_stream(
     stream = open_stream(data_args, data_args.train_split_name, cache_dir)
     if data_args.max_train_samples is not None:
         stream = stream.take(data_args.max_train_samples)
+    if split_config.audio_check == "tail":
+        # Each clip of a stream is decoded whole moments after its header is read: the decoder finds a cut file
+        # (named, or skipped with --on_bad_row skip), so the header check need not read the tail first.
+        split_config = dataclasses.replace(split_config, audio_check="header")
     return StreamingSplit(stream, split_config, normalize, f"{data_args.dataset_name} split "
                           f"{data_args.train_split_name!r}", streaming.shuffle_buffer_size,
                           first_n=streaming.vocab_from_first_n)
@@ -316,6 +323,7 @@ class SpeechStream(torch.utils.data.IterableDataset):
         stream = self.stream
         if info is not None and info.num_workers > 1:
             stream = stream.shard(num_shards=info.num_workers, index=worker, contiguous=False)
+        stream = stream.with_format("arrow")  # blocks as Arrow tables: no row goes through Python objects twice
         while True:
             resuming = position is not None and position["epoch"] == epoch
             block, skip, state = 0, 0, None
@@ -324,20 +332,16 @@ class SpeechStream(torch.utils.data.IterableDataset):
             stream.set_epoch(epoch)
             if state is not None:
                 stream.load_state_dict(state)
-            rows, read = [], 0
-            for row in _rows(stream):
-                rows.append(row)
-                read += 1
-                if len(rows) == self.split.buffer_size:
-                    yield from self._block(rows, epoch, block, state, skip, worker)
-                    rows, block, skip, state = [], block + 1, 0, stream.state_dict()
-            if rows:
-                yield from self._block(rows, epoch, block, state, skip, worker)
+            read = 0
+            for table in _blocks(stream, self.split.buffer_size):
+                read += table.num_rows
+                yield from self._block(table, epoch, block, state, skip, worker)
+                block, skip, state = block + 1, 0, stream.state_dict()
             if read == 0 and not resuming:
                 return  # this worker has no shards (more workers than shards)
             epoch, position = epoch + 1, None
 
-    def _block(self, rows: list[dict[str, Any]], epoch: int, block: int, state: Any, skip: int,
+    def _block(self, rows: pa.Table, epoch: int, block: int, state: Any, skip: int,
                worker: int) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
         where = f"epoch {epoch} block {block} (process {self.plan.rank}, worker {worker})"
         prepared, drops = self.split.prepare(rows, where)
@@ -352,10 +356,10 @@ class SpeechStream(torch.utils.data.IterableDataset):
 
     @staticmethod
     def _position(worker: int, epoch: int, block: int, index: int, state: Any, drops: DropCounts,
-                  rows: list[dict[str, Any]]) -> dict[str, Any]:
+                  rows: pa.Table) -> dict[str, Any]:
         first = index == 0  # a block's figures travel with its first batch
         return {"worker": worker, "epoch": epoch, "block": block, "batch": index, "state": state,
-                "drops": drops.as_dict() if first else None, "rows": len(rows) if first else 0}
+                "drops": drops.as_dict() if first else None, "rows": rows.num_rows if first else 0}
 
     def loader(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]], args: Any) -> StreamLoader:
         """The training loader: batches come ready-made from the stream."""
@@ -367,13 +371,12 @@ class SpeechStream(torch.utils.data.IterableDataset):
         return StreamLoader(loader)
 
 
-def _rows(stream: datasets.IterableDataset) -> Iterator[dict[str, Any]]:
-    """The rows of ``stream``, read as in the main process even inside a loader worker.
+def _blocks(stream: datasets.IterableDataset, size: int) -> Iterator[pa.Table]:
+    """The rows of ``stream`` as Arrow tables of ``size`` rows (the last may be shorter).
 
-    Each worker reads its own shards, chosen explicitly (``stream.shard``). datasets would otherwise split a stream
-    among workers itself, and then fail to resume it (datasets 5.2 loads the saved state into the whole pipeline
-    before splitting it: IndexError for multi-shard parquet). It decides on the first row, so only that read hides
-    the worker.
+    Each loader worker reads its own shards, chosen explicitly (``stream.shard``): ``iter`` reads as in the main
+    process, where ``for row in stream`` inside a worker would let datasets split the stream among workers itself
+    and then fail to resume it (datasets 5.2 loads the saved state into the whole pipeline before splitting it).
     """
     from torch.utils.data._utils import worker as torch_worker
 
@@ -381,15 +384,7 @@ def _rows(stream: datasets.IterableDataset) -> Iterator[dict[str, Any]]:
         import fsspec.asyn
 
         fsspec.asyn.reset_lock()  # a forked worker must not wait on the parent's fsspec lock (Hub streaming)
-    iterator = iter(stream)
-    saved, torch_worker._worker_info = torch_worker._worker_info, None
-    try:
-        first = next(iterator, None)
-    finally:
-        torch_worker._worker_info = saved
-    if first is not None:
-        yield first
-        yield from iterator
+    yield from stream.iter(batch_size=size)
 
 
 def _no_buffer_warning(record: logging.LogRecord) -> bool:
