@@ -59,6 +59,18 @@ def test_ctc_run_redraws_curves_at_each_evaluation_and_writes_tensorboard(
     assert dict(found["eval/wer"]) == pytest.approx(wers, rel=1e-5)
     assert "train/audio_seconds_per_second" in found
 
+    # A rerun of the finished command trains nothing; its evaluation redraws the picture from the run's history
+    # (it used to draw from an empty history at step 0, losing the training curves).
+    drawn.clear()
+    histories: list[list[dict]] = []
+    monkeypatch.setattr(curves, "write_training_curves", lambda history, out: histories.append(list(history)) or
+                        write(history, out))
+    main(["--model_name_or_path", str(tiny_model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
+          "--train_split_name", "train", "--eval_split_name", "test", "--per_device_eval_batch_size", "4",
+          "--do_train", "--do_eval", "--max_steps", "6", "--eval_metrics", "wer", "--report_to", "none"])
+    assert histories and sum("loss" in record for record in histories[-1]) == 6
+    assert max(record.get("step", 0) for record in histories[-1]) == 6
+
 
 def history(evaluations: int) -> list[dict]:
     records = [{"step": s, "loss": 5.0 / s, "learning_rate": 1e-3 * s, "audio_seconds_per_second": 40.0 + s}

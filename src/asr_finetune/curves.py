@@ -57,7 +57,8 @@ def eval_scores(records: Iterable[dict[str, Any]]) -> list[str]:
     keys: dict[str, None] = {}
     for record in records:
         for key, value in record.items():
-            if key.startswith("eval_") and key not in NOT_SCORES and isinstance(value, (int, float)):
+            timing = key.endswith(("_runtime", "_per_second", "_time"))  # e.g. eval_model_preparation_time
+            if key.startswith("eval_") and key not in NOT_SCORES and not timing and isinstance(value, (int, float)):
                 keys[key] = None
     return list(keys)
 

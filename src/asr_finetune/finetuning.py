@@ -297,6 +297,8 @@ def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -
     output_dir = trainer.args.output_dir
     step = state.get("global_step", 0)
     trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
+    # The run's history, so what follows (evaluation, training_curves.png) continues it instead of starting at step 0.
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     if final_model_published(output_dir, step):
         logger.warning(
             "Training is already complete: %s is step %d of %d. The model in %s is left as it is. To train again "
@@ -308,7 +310,6 @@ def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -
                        "publishing it now from that checkpoint.", checkpoint)
         with disk_errors(output_dir):
             save_final_model(trainer)
-            trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
             trainer.save_state()
     previous = Path(output_dir) / "train_results.json"
     try:
