@@ -75,15 +75,15 @@ def load_split(
     return dataset
 
 
-def check_columns(dataset: datasets.Dataset, required: dict[str, str], where: str) -> None:
-    """Fail with the columns the dataset does have when a required one is missing.
+def check_columns(columns: Sequence[str], required: dict[str, str], where: str) -> None:
+    """Fail with the columns a dataset (or stream) does have when a required one is missing.
 
     ``required`` maps column names to the flag that sets them, e.g. ``{"sentence": "--text_column_name"}``.
     """
-    missing = {column: flag for column, flag in required.items() if column not in dataset.column_names}
+    missing = {column: flag for column, flag in required.items() if column not in columns}
     if missing:
         wanted = ", ".join(f"{column!r} (set with {flag})" for column, flag in missing.items())
-        raise DataError(f"{where} has no column {wanted}. Columns it has: {', '.join(dataset.column_names)}.")
+        raise DataError(f"{where} has no column {wanted}. Columns it has: {', '.join(columns)}.")
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -282,7 +282,7 @@ def prepare_rows(
     required = {config.audio_column: "--audio_column_name"}
     if config.text_column:
         required[config.text_column] = "--text_column_name"
-    check_columns(dataset, required, label)
+    check_columns(dataset.column_names, required, label)
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
 

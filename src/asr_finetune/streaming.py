@@ -38,9 +38,10 @@ from datasets.table import InMemoryTable
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .data import DataArguments, DropCounts, SplitConfig, load_hub, prepare_rows
+from .data import DataArguments, DropCounts, SplitConfig, check_columns, load_hub, prepare_rows
 from .errors import DataError, UsageError
 from .features import SpeechDataset
+from .local_datasets import parse_split_expression
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,11 @@ def local_shards(root: Path, split: str) -> tuple[str, list[str]] | None:
 def open_stream(data_args: DataArguments, expression: str, cache_dir: str | None) -> datasets.IterableDataset:
     """The split expression (``train`` or ``train+validation``; no slices) as one stream with the columns the
     map-style path has: the audio column (undecoded ``{"bytes", "path"}``), the text column, and ``id``."""
-    parts = [part.strip() for part in expression.split("+")]
-    for part in parts:
-        if "[" in part:
-            raise UsageError(f"--streaming reads whole splits; {expression!r} slices one. Use --max_train_samples N "
-                             "to train on the first N rows.")
-    streams = [_open_split(data_args, part, cache_dir) for part in parts]
+    parts = parse_split_expression(expression)
+    if any(part.start or part.stop for part in parts):
+        raise UsageError(f"--streaming reads whole splits; {expression!r} slices one. Use --max_train_samples N "
+                         "to train on the first N rows.")
+    streams = [_open_split(data_args, part.name, cache_dir) for part in parts]
     return streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
 
 
@@ -166,10 +166,7 @@ def _standard_columns(
     if "__key__" in columns and data_args.id_column_name not in columns:
         stream = stream.rename_column("__key__", data_args.id_column_name)
         columns = [data_args.id_column_name if c == "__key__" else c for c in columns]
-    missing = [f"{name!r} (set with {flag})" for name, flag in ((audio, "--audio_column_name"),
-                                                                (text, "--text_column_name")) if name not in columns]
-    if missing:
-        raise DataError(f"{label} has no column {', '.join(missing)}. Columns it has: {', '.join(columns)}.")
+    check_columns(columns, {audio: "--audio_column_name", text: "--text_column_name"}, label)
     return stream.select_columns([c for c in (audio, text, data_args.id_column_name) if c in columns])
 
 
