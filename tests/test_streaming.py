@@ -249,3 +249,26 @@ def test_the_seed_streaming_command_as_published(corpus: Path, tmp_path: Path) -
     assert {"eval_wer", "eval_cer", "train_stream_rows_read"} <= set(results)
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and "StreamStateCallback" in state["stateful_callbacks"]
+
+
+def test_the_reader_runs_ahead_of_training_and_hands_over_its_errors() -> None:
+    """The next block is read while the current one trains (datasets pauses 5 s whenever a parquet stream ends: an
+    epoch's end must not stall training); items keep their order; a reading error reaches the training loop."""
+    import threading
+
+    from asr_finetune.streaming import read_ahead
+
+    second_read = threading.Event()
+
+    def blocks():
+        yield "block 0"
+        second_read.set()
+        yield "block 1"
+        raise OSError("shard 3 is unreadable")
+
+    items = read_ahead(blocks())
+    assert next(items) == "block 0"
+    assert second_read.wait(timeout=10), "the reader did not read ahead while block 0 was being trained on"
+    assert next(items) == "block 1"
+    with pytest.raises(OSError, match="shard 3"):
+        next(items)

@@ -24,6 +24,8 @@ import dataclasses
 import functools
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,27 +318,12 @@ class SpeechStream(torch.utils.data.IterableDataset):
         if worker < self.progress.start_worker:
             yield SKIP
         position = self.progress.positions.get(str(worker))
-        epoch = position["epoch"] if position else 0
         stream = self.stream
         if info is not None and info.num_workers > 1:
             stream = stream.shard(num_shards=info.num_workers, index=worker, contiguous=False)
         stream = stream.with_format("arrow")  # blocks as Arrow tables: no row goes through Python objects twice
-        while True:
-            resuming = position is not None and position["epoch"] == epoch
-            block, skip, state = 0, 0, None
-            if resuming:
-                block, skip, state = position["block"], position["batch"] + 1, position["state"]
-            stream.set_epoch(epoch)
-            if state is not None:
-                stream.load_state_dict(state)
-            read = 0
-            for table in _blocks(stream, self.split.buffer_size):
-                read += table.num_rows
-                yield from self._block(table, epoch, block, state, skip, worker)
-                block, skip, state = block + 1, 0, stream.state_dict()
-            if read == 0 and not resuming:
-                return  # this worker has no shards (more workers than shards)
-            epoch, position = epoch + 1, None
+        for rows, epoch, block, state, skip in read_ahead(_epoch_blocks(stream, self.split.buffer_size, position)):
+            yield from self._block(rows, epoch, block, state, skip, worker)
 
     def _block(self, rows: pa.Table, epoch: int, block: int, state: Any, skip: int,
                worker: int) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
@@ -366,6 +353,70 @@ class SpeechStream(torch.utils.data.IterableDataset):
             prefetch_factor=args.dataloader_prefetch_factor if self.workers else None,
         )
         return StreamLoader(loader)
+
+
+def _epoch_blocks(stream: datasets.IterableDataset, size: int,
+                  position: dict[str, Any] | None) -> Iterator[tuple[pa.Table, int, int, Any, int]]:
+    """(rows, epoch, block, reader state at the block's start, batches to skip) for every block of every epoch,
+    starting at a saved ``position`` (or at the start)."""
+    epoch = position["epoch"] if position else 0
+    while True:
+        resuming = position is not None and position["epoch"] == epoch
+        block, skip, state = 0, 0, None
+        if resuming:
+            block, skip, state = position["block"], position["batch"] + 1, position["state"]
+        stream.set_epoch(epoch)
+        if state is not None:
+            stream.load_state_dict(state)
+        read = 0
+        for table in _blocks(stream, size):
+            read += table.num_rows
+            yield table, epoch, block, state, skip
+            block, skip, state = block + 1, 0, stream.state_dict()
+        if read == 0 and not resuming:
+            return  # this worker has no shards (more workers than shards)
+        epoch, position = epoch + 1, None
+
+
+def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """``items``, produced by a thread that keeps up to ``depth`` of them ready.
+
+    The stream's reads (and datasets' pause when a parquet stream ends, 5 s at every epoch's end) then overlap the
+    training on the blocks already read. An error in the thread is raised here, where the items are taken.
+    """
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("end", None)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            put("error", error)
+
+    thread = threading.Thread(target=produce, name="stream-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def _blocks(stream: datasets.IterableDataset, size: int) -> Iterator[pa.Table]:
