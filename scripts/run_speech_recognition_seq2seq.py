@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
         logger.info("--preprocessing_only: data checked (see data_report.json). Stopping.")
         return {}
 
-    # 5. Trainer over datasets that decode audio on the fly; evaluation generates text
+    # 5. Trainer over datasets that decode audio on the fly (--pack_utterances: packed windows); evaluation generates
     metrics = seq2seq.make_metrics(tokenizer, splits, data_args, normalizer, model, language)
+    splits = seq2seq.pack_for_training(splits, data_args, tokenizer, model, feature_extractor, training_args.seed)
     trainer = finetuning.build_trainer(run, model, splits, feature_extractor, processor,
                                        seq2seq.make_collator(feature_extractor, model), metrics)
 

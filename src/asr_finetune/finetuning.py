@@ -26,6 +26,7 @@ from .data import DATA_REPORT_FILE, DropCounts, log_splits, prepare_rows, prepar
 from .errors import DataError
 from .features import SpeechDataset
 from .files import write_json, write_jsonl
+from .memory import peak_memory
 from .metrics import utterance_report
 from .outputs import PARTIAL_DIR, publish_files, write_model_card
 from .run import check_hub_access, disk_errors
@@ -129,11 +130,7 @@ def build_trainer(
     """Step 6: datasets that decode audio on the fly in the loader, and the backend's Trainer over them."""
     from .streaming import is_stream
 
-    datasets_ = {
-        name: (stream_dataset(run, split, feature_extractor) if is_stream(split) else
-               SpeechDataset(split, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row))
-        for name, split in splits.items()
-    }
+    datasets_ = {name: speech_dataset(run, split, feature_extractor) for name, split in splits.items()}
     trainer = run.backend.trainer_class(
         model=model,
         args=run.training_args,
@@ -151,6 +148,19 @@ def build_trainer(
 
         trainer.add_callback(StreamStateCallback(datasets_["train"].progress))
     return trainer
+
+
+def speech_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
+    """The torch dataset over a prepared split: a stream, packs of utterances, or rows one by one."""
+    from .packing import PackedSpeechDataset, Packs
+    from .streaming import is_stream
+
+    audio, on_bad_row = run.data_args.audio_column_name, run.data_args.on_bad_row
+    if is_stream(split):
+        return stream_dataset(run, split, feature_extractor)
+    if isinstance(split, Packs):
+        return PackedSpeechDataset(split, feature_extractor, audio, on_bad_row)
+    return SpeechDataset(split, feature_extractor, audio, on_bad_row)
 
 
 def stream_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
@@ -250,6 +260,7 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
     totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
     totals.update(_stream_totals(trainer))
+    totals.update(peak_memory())
     metrics.update({f"train_{name}": value for name, value in totals.items()})
     trainer.log_metrics("train", metrics)
     with disk_errors(trainer.args.output_dir):

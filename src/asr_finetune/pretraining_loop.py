@@ -31,6 +31,7 @@ from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .checkpoints import safetensors_complete
 from .files import write_json
 from .launch import prepare_launch_environment
+from .memory import peak_memory
 from .nonfinite import NonFiniteGuard, check_weights_finite
 from .outputs import PARTIAL_DIR, publish_files
 from .pretraining import HealthMonitor, StepTotals, decay_parameter_groups, gumbel_temperature, loss_multiplier
@@ -229,6 +230,7 @@ class Pretrainer:
             "train_nonfinite_steps_skipped": self.nonfinite.skipped_steps,
             **{f"train_{key}": value for key, value in self.throughput.totals().items()},
             **{f"train_{key}": value for key, value in self.last_train.items()},
+            **{f"train_{key}": value for key, value in peak_memory().items()},
             **self.last_eval,
         }
         if accelerator.is_main_process:

@@ -99,6 +99,13 @@ class Seq2SeqDataArguments(DataArguments):
         metadata={"help": "Whisper: 'transcribe', or 'translate' to English.", "choices": ["transcribe", "translate"]},
     )
     eval_metrics: list[str] = field(default_factory=lambda: ["wer", "cer"], metadata={"help": METRICS_HELP})
+    pack_utterances: bool = field(
+        default=False,
+        metadata={
+            "help": "Whisper: train on 30 s windows packed with several short utterances (audio joined with short "
+            "pauses, transcripts joined), as Whisper's own training segments, instead of one clip padded to 30 s."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_metric_names(self.eval_metrics)
@@ -581,6 +588,22 @@ def label_splits(
             logger.warning("%s text has characters the tokenizer cannot represent: %s", name, dict(unknown[name]))
         labelled[name] = split
     return labelled, unknown
+
+
+def pack_for_training(
+    splits: dict[str, Any], data_args: Any, tokenizer: Any, model: PreTrainedModel, feature_extractor: Any, seed: int
+) -> dict[str, Any]:
+    """Step 5 with ``--pack_utterances``: the train split as packs of utterances filling Whisper's window."""
+    if not data_args.pack_utterances or "train" not in splits:
+        return splits
+    from .packing import pack_utterances
+
+    if is_stream(splits["train"]):
+        raise UsageError("--pack_utterances packs the whole train split before training; it does not work with "
+                         "--streaming yet. Leave one of them out.")
+    packs = pack_utterances(splits["train"], tokenizer, input_window_seconds(feature_extractor),
+                            decoder_max_positions(model.config), decoder_start_token_id(model), seed)
+    return {**splits, "train": packs}
 
 
 def publish_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:
