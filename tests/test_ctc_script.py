@@ -90,6 +90,24 @@ def test_loss_falls_and_outputs_are_complete(trained: Path) -> None:
     assert {"normalized_reference", "normalized_hypothesis", "normalized_errors"} <= set(rows[0])
 
 
+def test_evaluation_runs_longest_first_and_reports_in_dataset_order(trained: Path, corpus: Path) -> None:
+    import datasets
+
+    from asr_finetune.finetuning import DATASET_ROW, in_dataset_order, longest_first
+
+    split = datasets.Dataset.from_dict({"id": ["a", "b", "c", "d"], "duration": [1.0, 3.0, 2.0, 3.0]})
+    ordered = longest_first(split)
+    assert ordered["id"] == ["b", "d", "c", "a"] and ordered[DATASET_ROW] == [1, 3, 2, 0]
+    rows = [{"id": i} for i in ordered["id"]]
+    assert in_dataset_order(rows, type("Eval", (), {"rows": ordered})())[0:4] == [{"id": i} for i in "abcd"]
+
+    # The script's evaluation: eval_predictions.jsonl lists the test split in its own order, each with its text.
+    metadata = [json.loads(line) for line in (corpus / "test" / "metadata.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (trained / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [Path(row["id"]).name for row in rows] == [Path(m["file_name"]).name for m in metadata]
+    assert [row["reference"] for row in rows] == [m["text"] for m in metadata]
+
+
 def test_output_dir_loads_in_the_asr_pipeline(trained: Path, corpus: Path) -> None:
     asr = pipeline("automatic-speech-recognition", model=str(trained))
     clip = sorted((corpus / "test").glob("*.wav"))[0]

@@ -79,6 +79,8 @@ def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path)
                              *ctc_args(tiny_model, corpus, out)])
     assert "mpirun -n 2 --bind-to core --map-by socket:PE=" in proc.stdout
     check_two_process_run(proc, out)
+    # mpirun sets no OMP_NUM_THREADS: each of the 2 ranks takes its share of the 2 cores, not all of them.
+    assert "CPU threads: torch uses 1 (" in proc.stdout + proc.stderr
 
 
 def test_gaudi_spawn_over_torchrun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
@@ -104,3 +106,22 @@ def test_hostfile_names_the_master(tmp_path: Path) -> None:
     hostfile.write_text("# workers\nnode-a slots=8\nnode-b slots=8\n")
     plan = launch_plan("t.py", [], world_size=16, use_mpi=True, hostfile=str(hostfile))
     assert plan.env["MASTER_ADDR"] == "node-a" and "--hostfile" in plan.command
+
+
+def test_torch_threads_are_this_process_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from asr_finetune.launch import available_cores, set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert set_cpu_threads() == max(1, available_cores() // 2) == torch.get_num_threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        assert set_cpu_threads() == available_cores() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert set_cpu_threads() == 1  # the user's setting stands
+    finally:
+        torch.set_num_threads(before)

@@ -34,6 +34,8 @@ from .run import check_hub_access, disk_errors
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "eval_predictions.jsonl"
+DATASET_ROW = "dataset_row"
+"""Column of the evaluation split: each clip's row in the dataset (evaluation runs longest first)."""
 
 
 @dataclass
@@ -65,7 +67,7 @@ def start(task: ModuleType, argv: Sequence[str] | None, streaming: bool = False)
     """
     from .args import CommandLine, parse_args
     from .backends import adapt_training_arguments, select_backend
-    from .launch import prepare_launch_environment
+    from .launch import prepare_launch_environment, set_cpu_threads
     from .logs import setup_logging
     from .modeling import hub_kwargs, weights_dtype
     from .streaming import check_streaming_flags
@@ -79,6 +81,7 @@ def start(task: ModuleType, argv: Sequence[str] | None, streaming: bool = False)
     )
     streaming_args.streaming = streaming_args.streaming or streaming
     setup_logging(training_args)
+    set_cpu_threads(training_args.dataloader_num_workers)
     check_streaming_flags(streaming_args, training_args, command.flags())
     adapt_training_arguments(training_args)
     run_eval = evaluation_requested(training_args)
@@ -353,6 +356,7 @@ def evaluate_and_report(trainer: Any, metrics: Any) -> dict[str, float]:
     trainer.save_metrics("eval", results)
     if trainer.is_world_process_zero():
         rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
+        rows = in_dataset_order(rows, eval_dataset)
         write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
         worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
         for row in worst:
@@ -418,4 +422,24 @@ def load_splits(
                                                          normalize, label)
                 continue
             splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
+    if "eval" in splits:
+        splits["eval"] = longest_first(splits["eval"])
     return splits, drops
+
+
+def longest_first(split: Any) -> Any:
+    """The evaluation split sorted by duration, longest first: each batch holds clips of one length (little
+    padding, generation of similar lengths) and a batch too big for memory fails at once. ``dataset_row`` keeps
+    each clip's place in the dataset; eval_predictions.jsonl is written in that order."""
+    split = split.add_column(DATASET_ROW, list(range(len(split))))
+    durations = split["duration"]
+    order = sorted(range(len(split)), key=lambda i: -durations[i])
+    return split.select(order)
+
+
+def in_dataset_order(rows: list[dict[str, Any]], eval_dataset: Any) -> list[dict[str, Any]]:
+    """Per-utterance rows of the (longest-first) evaluation back in the dataset's order."""
+    places = getattr(eval_dataset, "rows", None)
+    if places is None or DATASET_ROW not in places.column_names:
+        return rows
+    return [row for _, row in sorted(zip(places[DATASET_ROW], rows, strict=True), key=lambda pair: pair[0])]

@@ -3,6 +3,7 @@ its teardown, and the commands gaudi_spawn.py runs (mpirun, deepspeed, or torchr
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 MPI_ENV = {
     "RANK": "OMPI_COMM_WORLD_RANK",
@@ -33,6 +36,35 @@ def prepare_launch_environment() -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (a container's
+    ``--cpus``), which torch's own count (the machine's cores) ignores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def set_cpu_threads(loader_workers: int = 0) -> int:
+    """Give torch's intra-op pool this process's share of the cores: the available cores divided among the
+    processes of this machine (torchrun, mpirun and accelerate start several), unless OMP_NUM_THREADS says
+    otherwise. Logged once per process with the loader workers beside it. Returns the thread count."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = available_cores()
+    if "OMP_NUM_THREADS" in os.environ:
+        threads, why = torch.get_num_threads(), "OMP_NUM_THREADS"
+    else:
+        threads, why = max(1, cores // local), f"{cores} core(s) / {local} process(es) on this machine"
+        torch.set_num_threads(threads)
+    logger.info("CPU threads: torch uses %d (%s); %d loader worker process(es), 1 thread each.", threads, why,
+                loader_workers)
+    return threads
 
 
 def end_distributed(abort: bool = False) -> None:

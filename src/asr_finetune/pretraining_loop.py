@@ -30,7 +30,7 @@ from transformers import get_scheduler
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .checkpoints import safetensors_complete
 from .files import write_json
-from .launch import prepare_launch_environment
+from .launch import prepare_launch_environment, set_cpu_threads
 from .memory import peak_memory
 from .nonfinite import NonFiniteGuard, check_weights_finite
 from .outputs import PARTIAL_DIR, publish_files
@@ -51,6 +51,7 @@ def make_accelerator(args: Any, find_unused_parameters: bool = False) -> Acceler
     ``find_unused_parameters``: needed by data-parallel training when layers may be skipped (layerdrop > 0).
     """
     prepare_launch_environment()
+    set_cpu_threads(args.dataloader_num_workers)
     wanted = [name for name in (args.report_to or []) if name != "none"]
     if "all" in wanted:
         wanted = list(TRACKERS)
