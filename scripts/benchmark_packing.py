@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Whisper packing, measured: the real Whisper tiny.en fine-tuned on the same short clips with and without
-``--pack_utterances``, at equal audio seen (the same clips, one epoch), scored on the same held-out clips.
+``--pack_utterances``, at equal audio seen (the same clips, the same epochs), scored on the same held-out clips.
 
     python scripts/benchmark_packing.py --work_dir /tmp/bench_pack            # ~8 minutes on 2 cores
 
@@ -24,13 +24,13 @@ from asr_finetune.synthetic import make_corpus
 SCRIPT = Path(__file__).resolve().parent / "run_speech_recognition_seq2seq.py"
 
 
-def run(name: str, work: Path, model: Path, corpus: Path, clips: int, extra: list[str]) -> dict:
-    out = work / "runs" / name
+def run(name: str, work: Path, model: Path, corpus: Path, clips: int, epochs: int, extra: list[str]) -> dict:
+    out = work / "runs" / f"{name}-{epochs}"
     shutil.rmtree(out, ignore_errors=True)
     command = [
         "/usr/bin/time", "-v", sys.executable, str(SCRIPT), "--model_name_or_path", str(model),
         "--dataset_name", str(corpus), "--eval_split_name", "test", "--output_dir", str(out), "--do_train",
-        "--do_eval", "--num_train_epochs", "1", "--max_train_samples", str(clips), "--learning_rate", "5e-5",
+        "--do_eval", "--num_train_epochs", str(epochs), "--max_train_samples", str(clips), "--learning_rate", "5e-5",
         "--warmup_steps", "5", "--per_device_eval_batch_size", "20", "--predict_with_generate",
         "--generation_max_length", "40", "--save_strategy", "no", "--logging_steps", "5",
         "--dataloader_num_workers", "1", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true", *extra,
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--work_dir", type=Path, required=True)
     parser.add_argument("--clips", type=int, default=320, help="training clips seen by both runs (one epoch)")
     parser.add_argument("--batch_size", type=int, default=8, help="clips per step, unpacked")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the clips, both runs")
     args = parser.parse_args()
     corpus = args.work_dir / "words"
     if not (corpus / "test").exists():
@@ -61,12 +62,12 @@ def main() -> None:
                     max_words=8, progress=False)  # fmt: skip
     model = cached_bundled_whisper()
     table = [
-        run("one clip a window", args.work_dir, model, corpus, args.clips,
+        run("one clip a window", args.work_dir, model, corpus, args.clips, args.epochs,
             ["--per_device_train_batch_size", str(args.batch_size)]),
-        run("--pack_utterances", args.work_dir, model, corpus, args.clips,
+        run("--pack_utterances", args.work_dir, model, corpus, args.clips, args.epochs,
             ["--per_device_train_batch_size", "1", "--pack_utterances"]),
     ]  # fmt: skip
-    print(f"Whisper tiny.en, {args.clips} espeak clips of 4-8 words seen once by each run; 60 held-out clips")
+    print(f"Whisper tiny.en, {args.clips} espeak clips of 4-8 words, {args.epochs} epoch(s) per run; 60 held-out clips")
     columns = list(table[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
