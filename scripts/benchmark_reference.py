@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Side by side with the reference: transformers' run_speech_recognition_ctc.py against ours, on the same corpus,
+model and flags, one after the other.
+
+    python scripts/benchmark_reference.py --work_dir /tmp/bench_ref \\
+        --reference_python /path/to/env/bin/python --reference_script /path/to/run_speech_recognition_ctc.py
+
+Installs nothing: the reference runs in the Python environment you name (transformers 4.x, datasets 3.x, which
+decodes audio without torchcodec, evaluate, jiwer, soundfile, librosa). No Hub is needed: the reference's
+``evaluate.load("wer")`` finds a local ``wer`` module this script writes into the reference's working directory
+(word error rate by jiwer, as evaluate's own module computes it). The model is named by a Hub id, served offline
+from each run's own HF cache: given a local directory, the reference resumes "from" it and fails for want of a
+trainer_state.json (a known bug of that script). Each run gets an empty HF cache otherwise, so the reference's
+preprocessing cache does not carry over, and runs under /usr/bin/time for its peak RSS.
+
+Prints one table: wall, train, start-up (wall minus train and evaluation), samples/s, padding (ours logs it; the
+reference does not), peak RSS and held-out WER.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from asr_finetune.synthetic import make_corpus
+from asr_finetune.tiny_models import save_tiny_wav2vec2
+
+OURS = Path(__file__).resolve().parent / "run_speech_recognition_ctc.py"
+MODEL_ID = "local/tiny-wav2vec2"
+WER_MODULE = '''import datasets
+import evaluate
+import jiwer
+
+
+class Wer(evaluate.Metric):
+    def _info(self):
+        features = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
+        return evaluate.MetricInfo(description="word error rate (jiwer)", citation="", inputs_description="",
+                                   features=features)
+
+    def _compute(self, predictions=None, references=None):
+        return jiwer.wer(list(references), list(predictions))
+'''
+
+
+def hub_cache(model: Path, cache: Path) -> None:
+    """An empty HF cache holding ``model`` as the Hub repo MODEL_ID, as a download would have left it."""
+    shutil.rmtree(cache, ignore_errors=True)
+    repo = cache / "hub" / f"models--{MODEL_ID.replace('/', '--')}"
+    revision = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(model, repo / "snapshots" / revision)
+
+
+def timed(command: list[str], cwd: Path, cache: Path) -> tuple[float, float, str]:
+    """Run under /usr/bin/time: (wall seconds, peak RSS in GB, output)."""
+    env = {**os.environ, "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, env=env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command[:2])} failed:\n{output[-4000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
+    seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    return seconds, rss_kb / 1e6, output
+
+
+def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cwd = work / "cwd" / re.sub(r"[^\w]+", "_", name)
+    shutil.rmtree(cwd, ignore_errors=True)
+    (cwd / "wer").mkdir(parents=True)
+    (cwd / "wer" / "wer.py").write_text(WER_MODULE)
+    cache = work / "cache" / cwd.name
+    hub_cache(work / "model", cache)
+    wall, rss, _ = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache)
+    train = json.loads((out / "train_results.json").read_text())
+    evaluation = json.loads((out / "eval_results.json").read_text())
+    return {
+        "run": name, "wall_s": round(wall, 1), "train_s": round(train["train_runtime"], 1),
+        "startup_s": round(wall - train["train_runtime"] - evaluation["eval_runtime"], 1),
+        "samples_per_s": round(train["train_samples_per_second"], 1),
+        "padding": train.get("train_padding_fraction", "-"), "peak_rss_gb": round(rss, 2),
+        "wer": round(evaluation["eval_wer"], 3),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", type=Path, required=True)
+    parser.add_argument("--reference_python", required=True, help="python of an env with transformers 4.x")
+    parser.add_argument("--reference_script", type=Path, required=True, help="run_speech_recognition_ctc.py")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--num_clips", type=int, default=600)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_batch_duration", type=float, default=60.0, help="ours, third row; 0 leaves it out")
+    args = parser.parse_args()
+    work = args.work_dir.resolve()
+    corpus, model = work / "corpus", work / "model"
+    if not (corpus / "test").exists():
+        make_corpus(corpus, num_train=args.num_clips, num_validation=0, num_test=100, seed=5, progress=False)
+    if not (model / "config.json").exists():
+        save_tiny_wav2vec2(model, hidden_size=144, layers=4, conv_channels=64)
+    flags = [
+        "--model_name_or_path", MODEL_ID, "--dataset_name", str(corpus), "--train_split_name", "train",
+        "--eval_split_name", "test", "--do_train", "--do_eval", "--num_train_epochs", str(args.epochs),
+        "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", str(args.batch_size),
+        "--learning_rate", "1e-3", "--warmup_steps", "20", "--group_by_length", "--save_strategy", "no",
+        "--eval_strategy", "no", "--logging_steps", "10", "--eval_metrics", "wer", "--seed", "0",
+        "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    table = [
+        run("reference", args.reference_python, args.reference_script.resolve(), flags, work / "out" / "ref", work),
+        run("ours, same flags", sys.executable, OURS, flags, work / "out" / "ours", work),
+    ]
+    if args.max_batch_duration:
+        bucket = [f for f in flags if f != "--group_by_length"] + ["--max_batch_duration", str(args.max_batch_duration)]
+        table.append(run(f"ours, --max_batch_duration {args.max_batch_duration:g}", sys.executable, OURS, bucket,
+                         work / "out" / "ours_buckets", work))
+    print(f"{args.num_clips} espeak clips, tiny wav2vec2 (hidden 144, 4 layers, conv 64), batch {args.batch_size}, "
+          f"{args.epochs} epochs, --group_by_length; 100 held-out clips")
+    columns = list(table[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in table:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    reference = table[0]
+    for row in table[1:]:
+        print(f"{row['run']} / reference: wall {row['wall_s'] / reference['wall_s']:.2f}x, peak RSS "
+              f"{row['peak_rss_gb'] / reference['peak_rss_gb']:.2f}x, samples/s "
+              f"{row['samples_per_s'] / reference['samples_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
