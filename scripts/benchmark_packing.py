@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from asr_finetune.benchmarking import markdown_table, run_timed
 from asr_finetune.ctranslate2_whisper import cached_bundled_whisper
 from asr_finetune.synthetic import make_corpus
 
@@ -28,23 +27,20 @@ def run(name: str, work: Path, model: Path, corpus: Path, clips: int, epochs: in
     out = work / "runs" / f"{name}-{epochs}"
     shutil.rmtree(out, ignore_errors=True)
     command = [
-        "/usr/bin/time", "-v", sys.executable, str(SCRIPT), "--model_name_or_path", str(model),
+        sys.executable, str(SCRIPT), "--model_name_or_path", str(model),
         "--dataset_name", str(corpus), "--eval_split_name", "test", "--output_dir", str(out), "--do_train",
         "--do_eval", "--num_train_epochs", str(epochs), "--max_train_samples", str(clips), "--learning_rate", "5e-5",
         "--warmup_steps", "5", "--per_device_eval_batch_size", "20", "--predict_with_generate",
         "--generation_max_length", "40", "--save_strategy", "no", "--logging_steps", "5",
         "--dataloader_num_workers", "1", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    timing = run_timed(command, name=name)
     results = json.loads((out / "all_results.json").read_text())
     steps = json.loads((out / "trainer_state.json").read_text())["global_step"]
     return {
         "run": name, "steps": steps, "train_s": round(results["train_runtime"], 1),
         "padding": results["train_padding_fraction"], "audio_s_per_s": results["train_audio_seconds_per_second"],
-        "peak_rss_gb": round(rss_kb / 1e6, 2), "normalised_wer": round(results["eval_normalized_wer"], 3),
+        "peak_rss_gb": round(timing.peak_rss_gb, 2), "normalised_wer": round(results["eval_normalized_wer"], 3),
         "wer": round(results["eval_wer"], 3),
     }  # fmt: skip
 
@@ -68,11 +64,7 @@ def main() -> None:
             ["--per_device_train_batch_size", "1", "--pack_utterances"]),
     ]  # fmt: skip
     print(f"Whisper tiny.en, {args.clips} espeak clips of 4-8 words, {args.epochs} epoch(s) per run; 60 held-out clips")
-    columns = list(table[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in table:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown_table(table))
     print(f"packed / unpacked: audio-s/s {table[1]['audio_s_per_s'] / table[0]['audio_s_per_s']:.2f}x, "
           f"train time {table[1]['train_s'] / table[0]['train_s']:.2f}x")
 

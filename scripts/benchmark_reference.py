@@ -24,10 +24,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from asr_finetune.benchmarking import TimedRun, markdown_table, run_timed
 from asr_finetune.synthetic import make_corpus
 from asr_finetune.tiny_models import save_tiny_wav2vec2
 
@@ -59,18 +59,10 @@ def hub_cache(model: Path, cache: Path) -> None:
     shutil.copytree(model, repo / "snapshots" / revision)
 
 
-def timed(command: list[str], cwd: Path, cache: Path) -> tuple[float, float, str]:
-    """Run under /usr/bin/time: (wall seconds, peak RSS in GB, output)."""
+def timed(command: list[str], cwd: Path, cache: Path) -> TimedRun:
     env = {**os.environ, "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
-    done = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, env=env, capture_output=True, text=True)
-    output = done.stdout + done.stderr
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command[:2])} failed:\n{output[-4000:]}")
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
-    seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return seconds, rss_kb / 1e6, output
+    return run_timed(command, env=env, cwd=cwd, name=" ".join(command[:2]))
 
 
 def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path) -> dict:
@@ -81,7 +73,8 @@ def run(name: str, python: str, script: Path, flags: list[str], out: Path, work:
     (cwd / "wer" / "wer.py").write_text(WER_MODULE)
     cache = work / "cache" / cwd.name
     hub_cache(work / "model", cache)
-    wall, rss, _ = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache)
+    timing = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache)
+    wall, rss = timing.wall_s, timing.peak_rss_gb
     train = json.loads((out / "train_results.json").read_text())
     evaluation = json.loads((out / "eval_results.json").read_text())
     return {
@@ -127,11 +120,7 @@ def main() -> None:
                          work / "out" / "ours_buckets", work))
     print(f"{args.num_clips} espeak clips, tiny wav2vec2 (hidden 144, 4 layers, conv 64), batch {args.batch_size}, "
           f"{args.epochs} epochs, --group_by_length; 100 held-out clips")
-    columns = list(table[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in table:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown_table(table))
     reference = table[0]
     for row in table[1:]:
         print(f"{row['run']} / reference: wall {row['wall_s'] / reference['wall_s']:.2f}x, peak RSS "

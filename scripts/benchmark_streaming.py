@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from asr_finetune.benchmarking import markdown_table, run_timed
 from asr_finetune.shards import local_rows, write_shards
 from asr_finetune.synthetic import make_corpus
 from asr_finetune.tiny_models import save_tiny_wav2vec2
@@ -37,7 +36,7 @@ def run(name: str, work: Path, data: Path, model: Path, steps: int, streaming: b
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
     command = [
-        "/usr/bin/time", "-v", sys.executable, str(SCRIPTS / "run_speech_recognition_ctc.py"),
+        sys.executable, str(SCRIPTS / "run_speech_recognition_ctc.py"),
         "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
         "--train_split_name", "train", "--do_train", "--max_steps", str(steps), "--per_device_train_batch_size", "8",
         "--learning_rate", "1e-3", "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none",
@@ -46,15 +45,11 @@ def run(name: str, work: Path, data: Path, model: Path, steps: int, streaming: b
     if streaming:
         command += ["--streaming", "true", "--shuffle_buffer_size", "200", "--vocab_from_first_n", "200"]
     env = {**os.environ, "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets")}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
+    timing = run_timed(command, env=env, name=name)
     results = json.loads((out / "train_results.json").read_text())
     return {
-        "run": name, "wall": wall, "audio_s_per_s": results["train_audio_seconds_per_second"],
-        "padding": results["train_padding_fraction"], "peak_rss_gb": round(rss_kb / 1e6, 2),
+        "run": name, "wall": f"{timing.wall_s:.1f} s", "audio_s_per_s": results["train_audio_seconds_per_second"],
+        "padding": results["train_padding_fraction"], "peak_rss_gb": round(timing.peak_rss_gb, 2),
         "disk_mb": round(disk_bytes(out, cache) / 1e6, 1), "rows_read": results.get("train_stream_rows_read", "-"),
     }  # fmt: skip
 
@@ -97,11 +92,7 @@ def main() -> None:
     size = {name: disk_bytes(work / name) / 1e6 for name in ("shards_x1", "shards_x8")}
     print(f"corpus: {len(rows)} clips; shards x1 {size['shards_x1']:.0f} MB (8 files), x8 {size['shards_x8']:.0f} MB "
           f"(64 files); {args.steps} steps of 8 clips")
-    columns = list(table[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in table:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown_table(table))
     for row in table[1:]:
         print(f"{row['run']} / map-style audio-s/s (medians): {row['audio_s_per_s'] / table[0]['audio_s_per_s']:.2f}")
 

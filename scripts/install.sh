@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ffmpeg: transformers' pipeline("automatic-speech-recognition") reads (and resamples) audio files through it.
+# time: /usr/bin/time -v gives the benchmarks each run's peak memory.
 if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v mpirun >/dev/null \
-   || ! command -v ffmpeg >/dev/null || ! dpkg -s libsox-fmt-mp3 >/dev/null 2>&1; then
+   || ! command -v ffmpeg >/dev/null || ! dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin ffmpeg \
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-mp3 openmpi-bin ffmpeg time \
     >/dev/null
 fi
 python -m pip install -q --upgrade pip >/dev/null
