@@ -81,6 +81,7 @@ def test_gaudi_spawn_over_mpirun(tiny_model: Path, corpus: Path, tmp_path: Path)
     check_two_process_run(proc, out)
     # mpirun sets no OMP_NUM_THREADS: each of the 2 ranks takes its share of the 2 cores, not all of them.
     assert "CPU threads: torch uses 1 (" in proc.stdout + proc.stderr
+    assert "Model: Wav2Vec2ForCTC, attention sdpa" in proc.stdout + proc.stderr
 
 
 def test_gaudi_spawn_over_torchrun(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:

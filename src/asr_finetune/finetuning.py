@@ -134,6 +134,7 @@ def build_trainer(
     from .streaming import is_stream
 
     datasets_ = {name: speech_dataset(run, split, feature_extractor) for name, split in splits.items()}
+    log_model(model)
     trainer = run.backend.trainer_class(
         model=model,
         args=run.training_args,
@@ -151,6 +152,15 @@ def build_trainer(
 
         trainer.add_callback(StreamStateCallback(datasets_["train"].progress))
     return trainer
+
+
+def log_model(model: Any) -> None:
+    """One line on what trains: architecture, attention kernel (sdpa where transformers supports it), weights."""
+    weights = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    logger.info("Model: %s, attention %s, %.1fM weights (%.1fM trained), %s.", type(model).__name__, attention,
+                weights / 1e6, trained / 1e6, next(model.parameters()).dtype)
 
 
 def speech_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
