@@ -28,7 +28,7 @@ def run_timed(command: Sequence[str], env: dict[str, str] | None = None, cwd: Pa
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr).group(1)
     seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return TimedRun(seconds, rss_kb / 1e6, done)
+    return TimedRun(seconds, rss_kb * 1024 / 1e9, done)  # GNU time's "kbytes" are KiB
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
