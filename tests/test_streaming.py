@@ -132,8 +132,10 @@ def test_kill_and_rerun_continues_with_the_batches_of_the_uninterrupted_run(
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
+    # The tiny model trains the next 5 steps and saves checkpoint-10 in about 0.1 s: watch closely, freeze, kill.
     while not (killed / "checkpoint-5" / "trainer_state.json").is_file() and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "checkpoint-10").exists(), "the run finished before the kill"
@@ -195,6 +197,13 @@ def test_whisper_streams_too(shards: Path, corpus: Path, tmp_path: Path) -> None
     results = seq2seq_main(args, streaming=True)
     assert results["train_stream_rows_read"] == 8 and "eval_wer" in results
     assert len((tmp_path / "out" / "eval_predictions.jsonl").read_text().splitlines()) == 4
+
+    # --pack_utterances on a stream: each block of 8 clips is packed into one 30 s window as it is read (batches are
+    # cut within a block, so each step here is one window).
+    packed_args = [a if a != str(tmp_path / "out") else str(tmp_path / "packed") for a in args]
+    packed = seq2seq_main([*packed_args, "--pack_utterances"], streaming=True)
+    assert packed["train_stream_rows_read"] == 3 * 8
+    assert packed["train_padding_fraction"] < results["train_padding_fraction"] - 0.2
 
 
 def test_make_shards_writes_a_split_the_stream_reads_whole(corpus: Path, tmp_path: Path) -> None:

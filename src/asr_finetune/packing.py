@@ -6,7 +6,8 @@ utterances: their audio one after another with :data:`GAP_SECONDS` of silence be
 a space, tokenized as one label sequence. Only the train split is packed; evaluation scores utterances one by one.
 
 The packs are drawn once per run from a seeded shuffle (``--seed``), so a resumed run trains on the same packs;
-the order of the packs is reshuffled every epoch as usual.
+the order of the packs is reshuffled every epoch as usual. A stream (``--streaming``) is packed block by block
+(``--shuffle_buffer_size`` rows), as each block is read.
 """
 
 from __future__ import annotations
@@ -74,13 +75,11 @@ def plan_packs(durations: list[float], label_lengths: list[int], window: float, 
 
 
 def pack_utterances(rows: datasets.Dataset, tokenizer: Any, window: float | None, label_limit: int | None,
-                    start_token: int | None, seed: int) -> Packs:
-    """The train split as packs of utterances that fill ``window`` seconds, each with the labels of its joined
-    transcript (at most ``label_limit`` tokens after the decoder-start token, which the collator strips)."""
-    if window is None:
-        raise UsageError("--pack_utterances fills Whisper's fixed 30 s input window; this model pads each batch to "
-                         "its longest clip instead, so there is no padding to fill: leave it out (--max_batch_duration "
-                         "keeps such padding low).")
+                    start_token: int | None, seed: int, log: bool = True) -> Packs:
+    """The train split (or one block of a stream, ``log=False``) as packs of utterances that fill ``window`` seconds,
+    each with the labels of its joined transcript (at most ``label_limit`` tokens after the decoder-start token,
+    which the collator strips)."""
+    check_window(window)
     texts, labels = list(rows["text"]), list(rows["labels"])
     overhead = _overhead(tokenizer)
     # A space between transcripts may tokenize into one more token per utterance: budgeted for, then checked.
@@ -93,12 +92,22 @@ def pack_utterances(rows: datasets.Dataset, tokenizer: Any, window: float | None
             raise DataError(f"A pack of {len(pack)} utterances has {len(seq)} label tokens, more than the decoder's "
                             f"{label_limit}: leave out --pack_utterances and report this as a bug.")
     packs = Packs(rows, members, joined, window)
+    if not log:
+        return packs
     speech = packs.speech_seconds()
     logger.info("--pack_utterances: %d utterances (%.2f h) packed into %d windows of %g s: %.0f%% of each window "
                 "is speech (%.0f%% unpacked); %.1f utterances a window.", len(rows), speech / 3600, len(members),
                 window, 100 * speech / (len(members) * window), 100 * speech / (len(rows) * window),
                 len(rows) / max(1, len(members)))
     return packs
+
+
+def check_window(window: float | None) -> None:
+    """Packing needs a model that pads every clip to one fixed window (Whisper); refuse any other."""
+    if window is None:
+        raise UsageError("--pack_utterances fills Whisper's fixed 30 s input window; this model pads each batch to "
+                         "its longest clip instead, so there is no padding to fill: leave it out (--max_batch_duration "
+                         "keeps such padding low).")
 
 
 def _overhead(tokenizer: Any) -> int:

@@ -3,6 +3,7 @@ decoder, generation settings, freezing, and metrics from generated text."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import Counter
@@ -593,17 +594,21 @@ def label_splits(
 def pack_for_training(
     splits: dict[str, Any], data_args: Any, tokenizer: Any, model: PreTrainedModel, feature_extractor: Any, seed: int
 ) -> dict[str, Any]:
-    """Step 5 with ``--pack_utterances``: the train split as packs of utterances filling Whisper's window."""
+    """Step 5 with ``--pack_utterances``: the train split as packs of utterances filling Whisper's window (a stream:
+    each block packed as it is read)."""
     if not data_args.pack_utterances or "train" not in splits:
         return splits
-    from .packing import pack_utterances
+    from .packing import check_window, pack_utterances
 
-    if is_stream(splits["train"]):
-        raise UsageError("--pack_utterances packs the whole train split before training; it does not work with "
-                         "--streaming yet. Leave one of them out.")
-    packs = pack_utterances(splits["train"], tokenizer, input_window_seconds(feature_extractor),
-                            decoder_max_positions(model.config), decoder_start_token_id(model), seed)
-    return {**splits, "train": packs}
+    pack = functools.partial(
+        pack_utterances, tokenizer=tokenizer, window=input_window_seconds(feature_extractor),
+        label_limit=decoder_max_positions(model.config), start_token=decoder_start_token_id(model), seed=seed,
+    )  # fmt: skip
+    train = splits["train"]
+    if is_stream(train):
+        check_window(pack.keywords["window"])  # at start, not at the first block
+        return {**splits, "train": dataclasses.replace(train, pack=functools.partial(pack, log=False))}
+    return {**splits, "train": pack(train)}
 
 
 def publish_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:

@@ -198,6 +198,8 @@ class StreamingSplit:
     max_samples: int | None = None
     first_n: int | None = None
     steps: list[BlockStep] = field(default_factory=list)
+    pack: Callable[[datasets.Dataset], Any] | None = None
+    """``--pack_utterances``: each prepared block -> :class:`asr_finetune.packing.Packs` (packed within the block)."""
 
     def then(self, step: BlockStep) -> StreamingSplit:
         """This split with one more step on every block (e.g. the task's labels)."""
@@ -329,7 +331,13 @@ class SpeechStream(torch.utils.data.IterableDataset):
                worker: int) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
         where = f"epoch {epoch} block {block} (process {self.plan.rank}, worker {worker})"
         prepared, drops = self.split.prepare(rows, where)
-        dataset = SpeechDataset(prepared, self.feature_extractor, self.audio_column, self.on_bad_row)
+        if self.split.pack is not None and len(prepared):
+            from .packing import PackedSpeechDataset
+
+            dataset = PackedSpeechDataset(self.split.pack(prepared), self.feature_extractor, self.audio_column,
+                                          self.on_bad_row)
+        else:
+            dataset = SpeechDataset(prepared, self.feature_extractor, self.audio_column, self.on_bad_row)
         batches = self.plan.batches(dataset.durations, epoch, block, worker)
         for index, indices in enumerate(batches):
             if index < skip:
