@@ -31,24 +31,18 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.input_name = feature_extractor.model_input_names[0]
         self.has_labels = "labels" in rows.column_names
         self.durations: list[float] = list(rows["duration"])
-        self.ids: list[str] = list(rows["id"])
+        self.row_ids: list[str] = list(rows["id"])
+        self.ids = self.row_ids  # one item per row here; a packed dataset's items are groups of rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
+        samples = self._decode(index, row[self.audio_column])
+        if samples is None:
+            return {BAD_ROW_KEY: self.ids[index]}
         sampling_rate = self.feature_extractor.sampling_rate
-        try:
-            samples = load_audio(row[self.audio_column], sampling_rate)
-        except AudioError as err:
-            # What the start-up check did not catch (NaN samples without --audio_check full, a file changed since).
-            if self.on_bad_row == "skip":
-                return {BAD_ROW_KEY: self.ids[index]}
-            raise DataError(
-                f"Row {index} ({self.ids[index]}): {err} Fix or remove the row, or pass --on_bad_row skip to skip "
-                "such rows (counted)."
-            ) from None
         features = extract_features(self.feature_extractor, samples, sampling_rate)
         item = {
             self.input_name: features[self.input_name][0],
@@ -58,3 +52,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         if self.has_labels:
             item["labels"] = row["labels"]
         return item
+
+    def _decode(self, index: int, source: Any) -> Any:
+        """Row ``index``'s audio at the feature extractor's rate; None for a bad row under --on_bad_row skip."""
+        try:
+            return load_audio(source, self.feature_extractor.sampling_rate)
+        except AudioError as err:
+            # What the start-up check did not catch (NaN samples without --audio_check full, a file changed since).
+            if self.on_bad_row == "skip":
+                return None
+            raise DataError(
+                f"Row {index} ({self.row_ids[index]}): {err} Fix or remove the row, or pass --on_bad_row skip to "
+                "skip such rows (counted)."
+            ) from None

@@ -24,11 +24,11 @@ from typing import Any
 from .checkpoints import checkpoint_problem, read_state, resume_point
 from .data import DATA_REPORT_FILE, DropCounts, log_splits, prepare_rows, prepare_split, write_data_report
 from .errors import DataError
-from .features import SpeechDataset
 from .files import write_json, write_jsonl
 from .memory import peak_memory
 from .metrics import utterance_report
 from .outputs import PARTIAL_DIR, publish_files, write_model_card
+from .packing import speech_dataset_over
 from .run import check_hub_access, disk_errors
 
 logger = logging.getLogger(__name__)
@@ -165,15 +165,11 @@ def log_model(model: Any) -> None:
 
 def speech_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
     """The torch dataset over a prepared split: a stream, packs of utterances, or rows one by one."""
-    from .packing import PackedSpeechDataset, Packs
     from .streaming import is_stream
 
-    audio, on_bad_row = run.data_args.audio_column_name, run.data_args.on_bad_row
     if is_stream(split):
         return stream_dataset(run, split, feature_extractor)
-    if isinstance(split, Packs):
-        return PackedSpeechDataset(split, feature_extractor, audio, on_bad_row)
-    return SpeechDataset(split, feature_extractor, audio, on_bad_row)
+    return speech_dataset_over(split, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row)
 
 
 def stream_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:

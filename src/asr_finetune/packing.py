@@ -20,7 +20,6 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .audio import AudioError, load_audio
 from .batching import BAD_ROW_KEY
 from .errors import DataError, UsageError
 from .features import SpeechDataset
@@ -41,7 +40,6 @@ class Packs:
     rows: datasets.Dataset
     members: list[list[int]]
     labels: list[list[int]]
-    window: float
 
     def __len__(self) -> int:
         return len(self.members)
@@ -91,7 +89,7 @@ def pack_utterances(rows: datasets.Dataset, tokenizer: Any, window: float | None
         if label_limit is not None and _decoder_length(seq, start_token) > label_limit:
             raise DataError(f"A pack of {len(pack)} utterances has {len(seq)} label tokens, more than the decoder's "
                             f"{label_limit}: leave out --pack_utterances and report this as a bug.")
-    packs = Packs(rows, members, joined, window)
+    packs = Packs(rows, members, joined)
     if not log:
         return packs
     speech = packs.speech_seconds()
@@ -126,8 +124,7 @@ class PackedSpeechDataset(SpeechDataset):
     def __init__(self, packs: Packs, feature_extractor: Any, audio_column: str, on_bad_row: str = "error") -> None:
         super().__init__(packs.rows, feature_extractor, audio_column, on_bad_row)
         self.packs = packs
-        self.member_ids = self.ids
-        self.ids = ["+".join(self.member_ids[i] for i in pack) for pack in packs.members]
+        self.ids = ["+".join(self.row_ids[i] for i in pack) for pack in packs.members]
         durations = self.durations
         self.durations = [sum(durations[i] for i in pack) + GAP_SECONDS * (len(pack) - 1) for pack in packs.members]
 
@@ -140,13 +137,9 @@ class PackedSpeechDataset(SpeechDataset):
         pieces: list[np.ndarray] = []
         speech = 0
         for member in self.packs.members[index]:
-            try:
-                samples = load_audio(self.rows[member][self.audio_column], sampling_rate)
-            except AudioError as err:
-                if self.on_bad_row == "skip":
-                    return {BAD_ROW_KEY: self.member_ids[member]}
-                raise DataError(f"Row {member} ({self.member_ids[member]}): {err} Fix or remove the row, or pass "
-                                "--on_bad_row skip to skip such rows (counted).") from None
+            samples = self._decode(member, self.rows[member][self.audio_column])
+            if samples is None:
+                return {BAD_ROW_KEY: self.row_ids[member]}
             pieces += [gap, samples] if pieces else [samples]
             speech += len(samples)
         audio = np.concatenate(pieces)
@@ -157,3 +150,11 @@ class PackedSpeechDataset(SpeechDataset):
             "id": self.ids[index],
             "labels": self.packs.labels[index],
         }
+
+
+def speech_dataset_over(rows: datasets.Dataset | Packs, feature_extractor: Any, audio_column: str,
+                        on_bad_row: str) -> SpeechDataset:
+    """The torch dataset over prepared rows, or over packs of them (``--pack_utterances``)."""
+    if isinstance(rows, Packs):
+        return PackedSpeechDataset(rows, feature_extractor, audio_column, on_bad_row)
+    return SpeechDataset(rows, feature_extractor, audio_column, on_bad_row)

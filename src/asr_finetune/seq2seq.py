@@ -600,13 +600,14 @@ def pack_for_training(
         return splits
     from .packing import check_window, pack_utterances
 
+    window = input_window_seconds(feature_extractor)
     pack = functools.partial(
-        pack_utterances, tokenizer=tokenizer, window=input_window_seconds(feature_extractor),
-        label_limit=decoder_max_positions(model.config), start_token=decoder_start_token_id(model), seed=seed,
+        pack_utterances, tokenizer=tokenizer, window=window, label_limit=decoder_max_positions(model.config),
+        start_token=decoder_start_token_id(model), seed=seed,
     )  # fmt: skip
     train = splits["train"]
     if is_stream(train):
-        check_window(pack.keywords["window"])  # at start, not at the first block
+        check_window(window)  # at start, not at the first block
         return {**splits, "train": dataclasses.replace(train, pack=functools.partial(pack, log=False))}
     return {**splits, "train": pack(train)}
 

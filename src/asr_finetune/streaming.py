@@ -42,8 +42,8 @@ from transformers.trainer_callback import ExportableState
 
 from .data import DataArguments, DropCounts, SplitConfig, check_columns, load_hub, prepare_rows
 from .errors import DataError, UsageError
-from .features import SpeechDataset
 from .local_datasets import parse_split_expression
+from .packing import speech_dataset_over
 
 logger = logging.getLogger(__name__)
 
@@ -331,13 +331,8 @@ class SpeechStream(torch.utils.data.IterableDataset):
                worker: int) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
         where = f"epoch {epoch} block {block} (process {self.plan.rank}, worker {worker})"
         prepared, drops = self.split.prepare(rows, where)
-        if self.split.pack is not None and len(prepared):
-            from .packing import PackedSpeechDataset
-
-            dataset = PackedSpeechDataset(self.split.pack(prepared), self.feature_extractor, self.audio_column,
-                                          self.on_bad_row)
-        else:
-            dataset = SpeechDataset(prepared, self.feature_extractor, self.audio_column, self.on_bad_row)
+        rows_or_packs = self.split.pack(prepared) if self.split.pack is not None and len(prepared) else prepared
+        dataset = speech_dataset_over(rows_or_packs, self.feature_extractor, self.audio_column, self.on_bad_row)
         batches = self.plan.batches(dataset.durations, epoch, block, worker)
         for index, indices in enumerate(batches):
             if index < skip:
