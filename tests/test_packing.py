@@ -88,3 +88,22 @@ def test_packing_cuts_whisper_padding_and_is_refused_where_it_cannot_help(
     with pytest.raises(UsageError, match="--pack_utterances fills Whisper's fixed 30 s input window"):
         pack_utterances(datasets.Dataset.from_dict({"text": ["a"], "labels": [[1]], "duration": [1.0]}), None,
                         window=None, label_limit=None, start_token=None, seed=0)
+
+
+def test_a_broken_clip_in_a_pack_is_named_or_skipped(real_whisper: Path, words_corpus: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from asr_finetune.batching import BAD_ROW_KEY
+    from asr_finetune.errors import DataError
+
+    tokenizer = AutoTokenizer.from_pretrained(str(real_whisper))
+    extractor = WhisperFeatureExtractor.from_pretrained(str(real_whisper))
+    corpus = tmp_path / "corpus"
+    shutil.copytree(words_corpus, corpus)
+    rows = labelled_rows(corpus, tokenizer).select(range(4))
+    packs = pack_utterances(rows, tokenizer, window=30.0, label_limit=448, start_token=50257, seed=0)
+    broken = packs.members[0][-1]
+    Path(rows[broken]["audio"]).write_bytes(b"not audio at all")  # changed after the start-up check
+    with pytest.raises(DataError, match=rf"Row {broken} \({rows[broken]['id']}\).*--on_bad_row skip"):
+        PackedSpeechDataset(packs, extractor, "audio")[0]
+    assert PackedSpeechDataset(packs, extractor, "audio", on_bad_row="skip")[0] == {BAD_ROW_KEY: rows[broken]["id"]}
