@@ -4,7 +4,8 @@ model and flags, one after the other.
 
     python scripts/benchmark_reference.py --work_dir /tmp/bench_ref \\
         --reference_python /path/to/env/bin/python --reference_script /path/to/run_speech_recognition_ctc.py
-    # ~15 minutes on 2 cores at the default 20 epochs; --max_batch_duration 0 leaves out the third run
+    # ~12 minutes on 2 cores at the default 20 epochs (7 of them the reference); --max_batch_duration 0 leaves out
+    # the last run, --reference_tcmalloc adds one: the reference on the allocator ours uses
 
 The recipe is the CTC demo's (learning rate 2e-3, 50 warm-up steps, conv feature encoder trained, length-grouped
 batches of 16, one loader worker) on 600 espeak digit strings, scored on 100 held-out ones.
@@ -31,6 +32,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from asr_finetune.allocator import find_tcmalloc
 from asr_finetune.benchmarking import TimedRun, markdown_table, run_timed
 from asr_finetune.synthetic import make_corpus
 from asr_finetune.tiny_models import save_tiny_wav2vec2
@@ -63,13 +65,13 @@ def hub_cache(model: Path, cache: Path) -> None:
     shutil.copytree(model, repo / "snapshots" / revision)
 
 
-def timed(command: list[str], cwd: Path, cache: Path) -> TimedRun:
+def timed(command: list[str], cwd: Path, cache: Path, extra_env: dict[str, str]) -> TimedRun:
     env = {**os.environ, "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets"), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+           "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": "", **extra_env}
     return run_timed(command, env=env, cwd=cwd, name=" ".join(command[:2]))
 
 
-def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path) -> dict:
+def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path, **extra_env: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cwd = work / "cwd" / re.sub(r"[^\w]+", "_", name)
     shutil.rmtree(cwd, ignore_errors=True)
@@ -77,7 +79,7 @@ def run(name: str, python: str, script: Path, flags: list[str], out: Path, work:
     (cwd / "wer" / "wer.py").write_text(WER_MODULE)
     cache = work / "cache" / cwd.name
     hub_cache(work / "model", cache)
-    timing = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache)
+    timing = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache, extra_env)
     wall, rss = timing.wall_s, timing.peak_rss_gb
     train = json.loads((out / "train_results.json").read_text())
     evaluation = json.loads((out / "eval_results.json").read_text())
@@ -98,7 +100,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--num_clips", type=int, default=600)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_batch_duration", type=float, default=60.0, help="ours, third row; 0 leaves it out")
+    parser.add_argument("--max_batch_duration", type=float, default=60.0, help="ours, last row; 0 leaves it out")
+    parser.add_argument("--reference_tcmalloc", action="store_true",
+                        help="also run the reference with tcmalloc preloaded, as ours runs (LD_PRELOAD)")
     args = parser.parse_args()
     work = args.work_dir.resolve()
     corpus, model = work / "corpus", work / "model"
@@ -115,10 +119,15 @@ def main() -> None:
         "--eval_strategy", "no", "--logging_steps", "10", "--eval_metrics", "wer", "--seed", "0",
         "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    table = [
-        run("reference", args.reference_python, args.reference_script.resolve(), flags, work / "out" / "ref", work),
-        run("ours, same flags", sys.executable, OURS, flags, work / "out" / "ours", work),
-    ]
+    script = args.reference_script.resolve()
+    table = [run("reference", args.reference_python, script, flags, work / "out" / "ref", work)]
+    if args.reference_tcmalloc:
+        library = find_tcmalloc()
+        if library is None:
+            sys.exit("--reference_tcmalloc: no tcmalloc on this machine (apt-get install libtcmalloc-minimal4).")
+        table.append(run("reference + tcmalloc", args.reference_python, script, flags, work / "out" / "ref_tcmalloc",
+                         work, LD_PRELOAD=library))
+    table.append(run("ours, same flags", sys.executable, OURS, flags, work / "out" / "ours", work))
     if args.max_batch_duration:
         bucket = [f for f in flags if f != "--group_by_length"] + ["--max_batch_duration", str(args.max_batch_duration)]
         table.append(run(f"ours, --max_batch_duration {args.max_batch_duration:g}", sys.executable, OURS, bucket,
@@ -126,11 +135,11 @@ def main() -> None:
     print(f"{args.num_clips} espeak clips, tiny wav2vec2 (hidden 144, 4 layers, conv 64), batch {args.batch_size}, "
           f"{args.epochs} epochs, --group_by_length; 100 held-out clips")
     print(markdown_table(table))
-    reference = table[0]
-    for row in table[1:]:
-        print(f"{row['run']} / reference: wall {row['wall_s'] / reference['wall_s']:.2f}x, peak RSS "
-              f"{row['peak_rss_gb'] / reference['peak_rss_gb']:.2f}x, samples/s "
-              f"{row['samples_per_s'] / reference['samples_per_s']:.2f}x")
+    for reference in (row for row in table if row["run"].startswith("reference")):
+        for row in (row for row in table if row["run"].startswith("ours")):
+            print(f"{row['run']} / {reference['run']}: wall {row['wall_s'] / reference['wall_s']:.2f}x, peak RSS "
+                  f"{row['peak_rss_gb'] / reference['peak_rss_gb']:.2f}x, samples/s "
+                  f"{row['samples_per_s'] / reference['samples_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ def check_two_process_run(proc: subprocess.CompletedProcess, output_dir: Path) -
     assert proc.returncode == 0, log[-3000:]
     # Both ranks joined one world: not two independent single-process runs that each exited 0.
     assert log.count("World: 2 process(es)") == 2, log[-3000:]
+    # The ranks restarted themselves on tcmalloc under the launcher (same PIDs: still one world, as counted above)
+    # and run the fast feature encoder. Info lines come from rank 0 only.
+    assert "memory allocator: tcmalloc (" in log, log[-3000:]
+    assert "Conv feature encoder: time-major forward on CPU" in log, log[-3000:]
     state = json.loads((output_dir / "trainer_state.json").read_text())
     # 2 steps x 4 utterances x 2 processes = half of the 32 training utterances (one process: a quarter).
     assert state["epoch"] == pytest.approx(0.5)

@@ -131,10 +131,12 @@ def build_trainer(
     **trainer_kwargs: Any,
 ) -> Any:
     """Step 6: datasets that decode audio on the fly in the loader, and the backend's Trainer over them."""
+    from .feature_encoder import speed_up_feature_encoders
     from .streaming import is_stream
 
     datasets_ = {name: speech_dataset(run, split, feature_extractor) for name, split in splits.items()}
     log_model(model)
+    speed_up_feature_encoders(model, run.training_args.device.type)
     trainer = run.backend.trainer_class(
         model=model,
         args=run.training_args,

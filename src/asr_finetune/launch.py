@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .allocator import allocator_in_use
+
 logger = logging.getLogger(__name__)
 
 MPI_ENV = {
@@ -62,8 +64,8 @@ def set_cpu_threads(loader_workers: int = 0) -> int:
     else:
         threads, why = max(1, cores // local), f"{cores} core(s) / {local} process(es) on this machine"
         torch.set_num_threads(threads)
-    logger.info("CPU threads: torch uses %d (%s); %d loader worker process(es), 1 thread each.", threads, why,
-                loader_workers)
+    logger.info("CPU threads: torch uses %d (%s); %d loader worker process(es), 1 thread each; memory allocator: %s.",
+                threads, why, loader_workers, allocator_in_use())
     return threads
 
 

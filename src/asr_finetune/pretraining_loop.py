@@ -29,6 +29,7 @@ from transformers import get_scheduler
 
 from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
 from .checkpoints import safetensors_complete
+from .feature_encoder import speed_up_feature_encoders
 from .files import write_json
 from .launch import prepare_launch_environment, set_cpu_threads
 from .memory import peak_memory
@@ -120,6 +121,7 @@ class Pretrainer:
         self.scheduler = get_scheduler(
             args.lr_scheduler_type, optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=self.max_steps
         )
+        speed_up_feature_encoders(model, accelerator.device.type)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.state = LoopState(gumbel_temperature=args.max_gumbel_temperature, world_size=self.world_size)
         self.last_train: dict[str, float] = {}

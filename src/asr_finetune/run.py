@@ -4,6 +4,7 @@ all three scripts make, and write failures turned into one line."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -47,10 +48,13 @@ def check_hub_access(training_args: Any) -> None:
 def run_cli(main: Callable[[], Any]) -> None:
     """Run an entry script's ``main``; a user mistake (bad flags, bad data, an impossible request, a busy or full
     output dir, a NaN step) ends it with a one-line message and exit status 2, no traceback. The process group
-    of a distributed run is torn down and the output_dir lock released either way."""
+    of a distributed run is torn down and the output_dir lock released either way. The process first restarts
+    itself with tcmalloc preloaded where the machine has it (:mod:`asr_finetune.allocator`)."""
+    from .allocator import restart_with_tcmalloc
     from .launch import end_distributed
     from .run_lock import release_all
 
+    restart_with_tcmalloc()
     failed = False
     try:
         main()
@@ -62,5 +66,9 @@ def run_cli(main: Callable[[], Any]) -> None:
         failed = True  # a crash: no barrier for the other processes (it would hide this traceback forever)
         raise
     finally:
+        # The trainer's reference cycles hold the DDP model and its process group: freed now, while the interpreter
+        # is whole, not during its teardown, where gloo's threads could abort the process (SIGABRT after a finished
+        # run, seen on mpirun ranks).
+        gc.collect()
         release_all()
         end_distributed(abort=failed)

@@ -152,6 +152,7 @@ class Transcriber:
     def __init__(self, model: str, torch_dtype: str | None = None, num_beams: int | None = None) -> None:
         from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
+        from .feature_encoder import speed_up_feature_encoders
         from .modeling import dtype_kwargs, weights_dtype
 
         try:
@@ -162,6 +163,7 @@ class Transcriber:
         seq2seq = getattr(config, "is_encoder_decoder", False)
         model_class = AutoModelForSpeechSeq2Seq if seq2seq else AutoModelForCTC
         self.model = model_class.from_pretrained(model, **dtype_kwargs(weights_dtype(torch_dtype, training=False)))
+        speed_up_feature_encoders(self.model, self.model.device.type)
         self.processor = AutoProcessor.from_pretrained(model)
         self.sampling_rate = getattr(self.processor, "feature_extractor", self.processor).sampling_rate
         self.generation = {"num_beams": num_beams} if num_beams else {}

@@ -1,0 +1,63 @@
+"""The training scripts restart once on tcmalloc: same PID, command line and exit status; glibc on request."""
+
+import os
+import subprocess
+import sys
+
+from asr_finetune.allocator import find_tcmalloc
+
+# A stand-in entry script: prints its PID and argv, and which allocator it runs on, inside run_cli's main.
+SCRIPT = """
+import os, sys
+from asr_finetune.allocator import allocator_in_use
+from asr_finetune.errors import UsageError
+from asr_finetune.run import run_cli
+
+print("started", os.getpid(), flush=True)
+
+def main():
+    print("main", os.getpid(), sys.argv[1:], allocator_in_use(), flush=True)
+    if "--fail" in sys.argv:
+        raise UsageError("bad flag")
+
+run_cli(main)
+"""
+
+
+def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASR_FINETUNE_MALLOC")}
+    return subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=120,
+                          env={**environment, **env})
+
+
+def test_the_install_provides_tcmalloc() -> None:
+    assert find_tcmalloc() is not None, "scripts/install.sh installs libtcmalloc-minimal4"
+
+
+def test_a_script_restarts_once_on_tcmalloc_with_its_pid_and_arguments() -> None:
+    proc = run_script("--flag", "value with spaces")
+    assert proc.returncode == 0, proc.stderr
+    started = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("started")]
+    mains = [line for line in proc.stdout.splitlines() if line.startswith("main")]
+    assert len(started) == 2 and started[0] == started[1]  # the process image was replaced, not forked
+    assert len(mains) == 1
+    assert f"main {started[0]} ['--flag', 'value with spaces'] tcmalloc (" in mains[0]
+
+
+def test_exit_status_survives_the_restart() -> None:
+    proc = run_script("--fail")
+    assert proc.returncode == 2
+    assert "bad flag" in proc.stderr
+
+
+def test_system_malloc_on_request() -> None:
+    proc = run_script(ASR_FINETUNE_MALLOC="system")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("started") == 1
+    assert "glibc malloc" in proc.stdout
+
+
+def test_an_unknown_allocator_is_refused_by_name() -> None:
+    proc = run_script(ASR_FINETUNE_MALLOC="jemalloc")
+    assert proc.returncode != 0
+    assert "ASR_FINETUNE_MALLOC" in proc.stderr and "tcmalloc" in proc.stderr
