@@ -50,6 +50,16 @@ def test_exit_status_survives_the_restart() -> None:
     assert "bad flag" in proc.stderr
 
 
+def test_a_script_run_inside_another_program_does_not_restart_it() -> None:
+    # as runpy (the console commands, tests) runs a script: sys.argv is the script's, not the process's
+    code = "import sys; sys.argv = ['script.py', '--flag']; exec(open(0).read())"
+    proc = subprocess.run([sys.executable, "-c", code], input=SCRIPT, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("started") == 1
+    assert "glibc malloc" in proc.stdout
+
+
 def test_system_malloc_on_request() -> None:
     proc = run_script(ASR_FINETUNE_MALLOC="system")
     assert proc.returncode == 0, proc.stderr

@@ -44,14 +44,24 @@ def allocator_in_use() -> str:
     return "glibc malloc"
 
 
+def started_with_these_arguments() -> bool:
+    """Whether this process was started to run the current command line: its interpreter command line ends with
+    ``sys.argv[1:]`` (``python script.py ARGS``, ``python -u script.py ARGS`` under torchrun, a console command)."""
+    arguments = sys.argv[1:]
+    return bool(arguments) and sys.orig_argv[-len(arguments):] == arguments
+
+
 def restart_with_tcmalloc() -> None:
     """Replace this process by itself with tcmalloc preloaded, once, when the machine has tcmalloc, the process is
-    not using it yet and ``ASR_FINETUNE_MALLOC`` is not ``system``. Returns (does nothing) otherwise."""
+    not using it yet, was started for this command line (not a script run in-process by another program) and
+    ``ASR_FINETUNE_MALLOC`` is not ``system``. Returns (does nothing) otherwise."""
     choice = (os.environ.get(CHOICE_ENV) or "tcmalloc").strip().lower()
     if choice not in ("tcmalloc", "system"):
         sys.exit(f"{CHOICE_ENV}={os.environ[CHOICE_ENV]!r}: use tcmalloc (the default) or system.")
     if choice == "system" or not sys.platform.startswith("linux") or os.environ.get(RESTARTED_ENV):
         return
+    if not started_with_these_arguments():
+        return  # a script run inside another program (runpy, a test): restarting would restart that program
     library = find_tcmalloc()
     if library is None or allocator_in_use().startswith("tcmalloc"):
         return
