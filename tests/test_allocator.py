@@ -44,6 +44,14 @@ def test_a_script_restarts_once_on_tcmalloc_with_its_pid_and_arguments() -> None
     assert f"main {started[0]} ['--flag', 'value with spaces'] tcmalloc (" in mains[0]
 
 
+def test_a_child_of_a_restarted_process_restarts_itself() -> None:
+    # the marker names the PID that restarted, so a process started by one (a launcher's rank) is not taken for it
+    proc = run_script("--flag", ASR_FINETUNE_MALLOC_RESTARTED="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("started") == 2
+    assert "tcmalloc (" in proc.stdout
+
+
 def test_exit_status_survives_the_restart() -> None:
     proc = run_script("--fail")
     assert proc.returncode == 2

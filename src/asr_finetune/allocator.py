@@ -17,7 +17,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 CHOICE_ENV = "ASR_FINETUNE_MALLOC"  # "tcmalloc" (the default) or "system"
-RESTARTED_ENV = "ASR_FINETUNE_MALLOC_RESTARTED"
+RESTARTED_ENV = "ASR_FINETUNE_MALLOC_RESTARTED"  # the PID that restarted: never twice, whatever LD_PRELOAD did
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")  # Debian's libtcmalloc-minimal4, gperftools
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
@@ -58,15 +58,15 @@ def restart_with_tcmalloc() -> None:
     choice = (os.environ.get(CHOICE_ENV) or "tcmalloc").strip().lower()
     if choice not in ("tcmalloc", "system"):
         sys.exit(f"{CHOICE_ENV}={os.environ[CHOICE_ENV]!r}: use tcmalloc (the default) or system.")
-    if choice == "system" or not sys.platform.startswith("linux") or os.environ.get(RESTARTED_ENV):
-        return
+    if choice == "system" or not sys.platform.startswith("linux") or os.environ.get(RESTARTED_ENV) == str(os.getpid()):
+        return  # restarted already (the PID survives exec; processes this one starts may restart themselves)
     if not started_with_these_arguments():
         return  # a script run inside another program (runpy, a test): restarting would restart that program
     library = find_tcmalloc()
     if library is None or allocator_in_use().startswith("tcmalloc"):
         return
     preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD", "")]))
-    env = {**os.environ, "LD_PRELOAD": preload, RESTARTED_ENV: "1"}
+    env = {**os.environ, "LD_PRELOAD": preload, RESTARTED_ENV: str(os.getpid())}
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
