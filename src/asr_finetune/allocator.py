@@ -9,12 +9,9 @@ scripts restart themselves once with tcmalloc preloaded: same PID, command line 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 CHOICE_ENV = "ASR_FINETUNE_MALLOC"  # "tcmalloc" (the default) or "system"
 RESTARTED_ENV = "ASR_FINETUNE_MALLOC_RESTARTED"  # the PID that restarted: never twice, whatever LD_PRELOAD did

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .args import FALSE_WORDS
+
 logger = logging.getLogger(__name__)
 
 SWITCH_ENV = "ASR_FINETUNE_FAST_FEATURE_ENCODER"
@@ -66,7 +68,7 @@ def _supported(encoder: nn.Module) -> bool:
 def speed_up_feature_encoders(model: nn.Module, device_type: str) -> int:
     """Give each conv feature encoder in ``model`` the time-major forward, on CPU (the only device it was measured
     on) unless ``ASR_FINETUNE_FAST_FEATURE_ENCODER=0``; logged. Returns how many encoders it changed."""
-    if device_type != "cpu" or os.environ.get(SWITCH_ENV, "1").strip() in ("0", "false", "no"):
+    if device_type != "cpu" or os.environ.get(SWITCH_ENV, "1").strip().lower() in FALSE_WORDS:
         return 0
     changed = 0
     for module in model.modules():
