@@ -3,6 +3,7 @@ its teardown, and the commands gaudi_spawn.py runs (mpirun, deepspeed, or torchr
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -75,6 +76,10 @@ def end_distributed(abort: bool = False) -> None:
     ``abort``: this process is failing, so it does not wait at a barrier for processes that may not come.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # The trainer's reference cycles hold the DDP model and its process group: freed now, while the interpreter
+        # is whole, not during its teardown, where gloo's threads could abort the process (SIGABRT after a finished
+        # run, seen on mpirun ranks).
+        gc.collect()
         if not abort:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()

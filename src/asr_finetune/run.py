@@ -4,7 +4,6 @@ all three scripts make, and write failures turned into one line."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -66,9 +65,5 @@ def run_cli(main: Callable[[], Any]) -> None:
         failed = True  # a crash: no barrier for the other processes (it would hide this traceback forever)
         raise
     finally:
-        # The trainer's reference cycles hold the DDP model and its process group: freed now, while the interpreter
-        # is whole, not during its teardown, where gloo's threads could abort the process (SIGABRT after a finished
-        # run, seen on mpirun ranks).
-        gc.collect()
         release_all()
         end_distributed(abort=failed)
