@@ -17,7 +17,8 @@ from transformers import (
     WavLMForCTC,
 )
 
-from asr_finetune.feature_encoder import speed_up_feature_encoders, uses_fast_forward
+from asr_finetune.errors import UsageError
+from asr_finetune.feature_encoder import conv_time_major, speed_up_feature_encoders, uses_fast_forward
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
          "conv_dim": [16] * 7, "vocab_size": 12, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
@@ -62,6 +63,27 @@ def test_outputs_and_gradients_match_transformers(model_class: type, config_clas
     assert ours.state_dict().keys() == theirs.state_dict().keys()
 
 
+@pytest.mark.parametrize(("kernel", "stride", "time"), [
+    (10, 5, 403), (3, 2, 80), (3, 2, 81), (2, 2, 64), (2, 2, 65), (4, 2, 50), (2, 3, 41), (1, 1, 9), (5, 1, 30),
+])
+def test_a_conv_as_windows_matches_torch_conv(kernel: int, stride: int, time: int) -> None:
+    # every layout wav2vec2-family configs use (10/5, 3/2, 2/2), kernels that are and are not multiples of the
+    # stride, a stride beyond the kernel, and lengths that leave trailing samples out of every window
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(3, 5, kernel, stride)
+    audio = torch.randn(2, 3, time, requires_grad=True)  # channels-first, as torch's conv takes it
+    expected = conv(audio)
+    weights = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (audio, conv.weight, conv.bias))
+    time_major = audio.detach().transpose(1, 2).contiguous().requires_grad_()
+    got = conv_time_major(time_major, conv)
+    torch.testing.assert_close(got.transpose(1, 2), expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((got.transpose(1, 2) * weights).sum(), (time_major, conv.weight, conv.bias))
+    torch.testing.assert_close(grads[0].transpose(1, 2), expected_grads[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], expected_grads[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[2], expected_grads[2], rtol=1e-5, atol=1e-5)
+
+
 def test_a_whole_model_step_is_unchanged() -> None:
     theirs = small(Wav2Vec2ForCTC, Wav2Vec2Config, conv_bias=True, layerdrop=0.0, mask_time_prob=0.0,
                    hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
@@ -88,6 +110,12 @@ def test_other_devices_keep_transformers_forward(device_type: str) -> None:
 def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASR_FINETUNE_FAST_FEATURE_ENCODER", "0")
     assert speed_up_feature_encoders(small(Wav2Vec2ForCTC, Wav2Vec2Config), "cpu") == 0
+
+
+def test_an_unknown_switch_value_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASR_FINETUNE_FAST_FEATURE_ENCODER", "maybe")
+    with pytest.raises(UsageError, match="ASR_FINETUNE_FAST_FEATURE_ENCODER='maybe'"):
+        speed_up_feature_encoders(small(Wav2Vec2ForCTC, Wav2Vec2Config), "cpu")
 
 
 def test_gradient_checkpointing_runs_transformers_layers() -> None:
