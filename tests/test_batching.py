@@ -3,7 +3,15 @@ import random
 import pytest
 import torch
 
-from asr_finetune.batching import CTCCollator, DurationBatchSampler, audio_stats, pad_labels
+from asr_finetune.batching import (
+    BatchingArguments,
+    CTCCollator,
+    DurationBatchSampler,
+    audio_stats,
+    pad_labels,
+    static_collator,
+)
+from asr_finetune.errors import UsageError
 from asr_finetune.throughput import ThroughputMeter
 from asr_finetune.tiny_models import wav2vec2_feature_extractor
 
@@ -66,6 +74,63 @@ def test_ranks_share_the_work_in_step() -> None:
 def test_an_utterance_over_the_budget_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="--max_batch_duration 10"):
         DurationBatchSampler([3.0, 12.0], max_batch_duration=10)
+
+
+@pytest.mark.parametrize("budget", [{"max_batch_duration": 60.0}, {"batch_size": 16}])
+def test_static_shapes_are_few_and_cover_every_utterance(budget: dict) -> None:
+    durations = long_tailed()
+    sampler = DurationBatchSampler(durations, static=True, num_replicas=2, rank=0, **budget)
+    lengths = sampler.static_lengths(16000)
+    assert len(lengths) == 8 and list(lengths) == sorted(lengths) and all(n % 320 == 0 for n in lengths)
+    collator = CTCCollator(wav2vec2_feature_extractor(), static_lengths=lengths)
+    shapes, seen = set(), set()
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        for rank in (0, 1):
+            sampler.rank = rank
+            for batch in sampler:
+                seen.update(batch)
+                length = next(n for n in lengths if n >= max(durations[i] for i in batch) * 16000)
+                shapes.add((len(batch), length))
+    assert seen == set(range(len(durations)))
+    # each bucket: one size for its full batches, at most one more for its last; lengths never change
+    assert len({length for _, length in shapes}) == 8 and len(shapes) <= 2 * 8 + 2
+    if "max_batch_duration" in budget:
+        assert all(size * length / 16000 <= 60.0 + size * 0.02 for size, length in shapes)
+    items = [{"input_values": [0.1] * 8000, "labels": [1, 2], "seconds": 0.5},
+             {"input_values": [0.1] * 5000, "labels": [3], "seconds": 0.3125}]
+    batch = collator(items)
+    expected = next(n for n in lengths if n >= 8000)
+    assert batch["input_values"].shape == (2, expected)
+    assert batch["attention_mask"].sum(1).tolist() == [8000, 5000]  # the padding is masked
+    assert batch["labels"].shape == (2, 16)  # labels padded to a multiple of 16
+    assert float(batch["padded_seconds"]) == pytest.approx(2 * expected / 16000)  # counted as padding
+
+
+def test_static_batches_change_between_epochs_but_not_their_lengths() -> None:
+    durations = long_tailed(400)
+    sampler = DurationBatchSampler(durations, batch_size=8, static=True)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert {tuple(sorted(b)) for b in first} != {tuple(sorted(b)) for b in second}
+    bucket_of = {i: b for b, bucket in enumerate(sampler.static_buckets) for i in bucket}
+    assert all(len({bucket_of[i] for i in batch}) == 1 for batch in first + second if len(batch) == 8)
+
+
+def test_static_shapes_need_buckets_and_a_whole_split() -> None:
+    with pytest.raises(UsageError, match="--static_shapes .* --max_batch_duration SECONDS or --duration_buckets"):
+        BatchingArguments(static_shapes=True)
+    with pytest.raises(UsageError, match="--static_shapes .* --streaming"):
+        BatchingArguments(static_shapes=True, duration_buckets=True).check(streaming=True)
+    BatchingArguments(static_shapes=True, max_batch_duration=20.0).check(streaming=False)
+
+
+def test_static_collator_leaves_fixed_window_models_and_dynamic_samplers_alone() -> None:
+    collator = CTCCollator(wav2vec2_feature_extractor())
+    assert static_collator(collator, DurationBatchSampler([1.0, 2.0], batch_size=1)) is collator
+    static = static_collator(collator, DurationBatchSampler([1.0, 2.0], batch_size=1, static=True))
+    assert static.static_lengths and collator.static_lengths == ()
 
 
 def test_ctc_collator_pads_and_reports_stats() -> None:

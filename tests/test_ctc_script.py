@@ -272,6 +272,36 @@ def test_duration_buckets_train_account_and_resume_mid_epoch(tiny_model: Path, c
     assert losses(resumed)[10:] == pytest.approx(losses(straight)[10:], rel=1e-4)
 
 
+def static_run(tiny_model: Path, corpus: Path, output_dir: Path, *extra: str) -> dict:
+    main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--do_eval", "--max_steps", "6", "--max_batch_duration",
+                  "8", "--static_shapes", "--num_duration_buckets", "2", "--mask_time_prob", "0", *extra))
+    return {**json.loads((output_dir / "train_results.json").read_text()),
+            **json.loads((output_dir / "eval_results.json").read_text())}
+
+
+def test_static_shapes_pad_training_batches_to_their_buckets_length(
+    tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        results = static_run(tiny_model, corpus, tmp_path / "static")
+    assert "Static shapes: training batches padded to 2 input lengths" in caplog.text
+    assert 0 < results["train_padding_fraction"] < 0.5 and results["eval_wer"] >= 0
+
+
+@pytest.mark.slow  # ~4 min here: dynamo compiles the model once per shape, on 2 cores
+def test_compiled_static_shapes_compile_once_per_shape(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    results = static_run(tiny_model, corpus, tmp_path / "compiled", "--torch_compile")
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert results["train_loss"] > 0 and results["eval_wer"] >= 0
+    # two lengths, at most two batch sizes each, evaluation's batches: a bounded number of graphs, not one per batch
+    assert 0 < graphs <= 12, graphs
+
+
 def test_hypotheses_do_not_depend_on_the_eval_batch_size(trained: Path, corpus: Path, tmp_path: Path) -> None:
     """Padded frames of short clips in a batch must decode as blanks, not as trailing junk letters."""
 

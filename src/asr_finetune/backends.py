@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, Trai
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .args import CommandLine
-from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
+from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS, STATIC_BUCKETS, static_collator
 from .ctc import CTCEvalMixin
 from .curves import TrainingCurvesCallback
 from .errors import UsageError
@@ -24,6 +25,8 @@ from .redaction import secrets_removed
 from .seq2seq import Seq2SeqEvalMixin
 from .streaming import POSITION_KEY
 from .throughput import ThroughputMeter
+
+logger = logging.getLogger(__name__)
 
 
 def describe_world(args: Any) -> str:
@@ -68,6 +71,19 @@ PRIVATE_TRAINER_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "_prepare_in
 (loader wait). tests/test_backends.py fails when transformers renames one of them."""
 
 
+def compile_per_shape(buckets: int) -> None:
+    """torch.compile settings for ``--static_shapes``: one static graph per input shape (no switch to a dynamic
+    graph at the second shape, its default), and room for every shape of train and evaluation batches (two
+    batch sizes per bucket, and evaluation's) before dynamo gives up and runs eager."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    config.automatic_dynamic_shapes = False
+    setattr(config, limit_name, max(getattr(config, limit_name), 4 * buckets + 8))
+    logger.info("torch.compile: a static graph per input shape, up to %d shapes.", getattr(config, limit_name))
+
+
 class SpeechSamplingMixin:
     """What our trainers add to the stock ones.
 
@@ -87,6 +103,8 @@ class SpeechSamplingMixin:
         self.throughput = ThroughputMeter()
         self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
+        if batching is not None and batching.static_shapes and self.args.torch_compile:
+            compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
         self.add_callback(_NonFiniteCallback(self))
         self.add_callback(TrainingCurvesCallback())
 
@@ -104,6 +122,8 @@ class SpeechSamplingMixin:
             rank=args.process_index,
             drop_last=args.dataloader_drop_last,
         )
+        # evaluation batches are padded to the same lengths, so a compiled model meets no new shapes there either
+        self.data_collator = static_collator(self.data_collator, sampler)
         workers = args.dataloader_num_workers
         loader = DataLoader(
             self.train_dataset,

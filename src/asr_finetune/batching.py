@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +16,8 @@ from torch.utils.data import Sampler
 
 from .errors import DataError, UsageError
 
+logger = logging.getLogger(__name__)
+
 LABEL_PAD = -100
 STAT_KEYS = ("audio_seconds", "padded_seconds")
 """Batch keys a collator adds for throughput accounting; the trainer removes them before the forward pass."""
@@ -22,6 +27,12 @@ IDS_KEY = "utterance_ids"
 SKIPPED_KEY = "bad_rows_skipped"
 BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
 """Every key a collator adds beside the model inputs (removed before the forward pass)."""
+STATIC_BUCKETS = 8
+"""Duration buckets (so input lengths) under ``--static_shapes`` when ``--num_duration_buckets`` is 0."""
+STATIC_LABEL_MULTIPLE = 16
+"""Under ``--static_shapes`` label lengths are padded to a multiple of this, so decoders see few lengths too."""
+FRAME_HOP = 320
+"""Static input lengths are whole multiples of wav2vec2's frame hop (20 ms at 16 kHz)."""
 
 
 def usable_items(items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -60,15 +71,30 @@ def pad_labels(labels: Sequence[Sequence[int]], pad_to_multiple_of: int | None =
     return batch
 
 
+def static_length(items: Sequence[dict[str, Any]], name: str, lengths: Sequence[int]) -> int | None:
+    """The smallest of ``lengths`` (sorted) that holds the longest ``name`` input of ``items``, or that input's own
+    length when none does; None without ``lengths`` (pad to the longest, as usual)."""
+    if not lengths:
+        return None
+    longest = max(np.shape(item[name])[-1] for item in items)
+    return next((length for length in lengths if length >= longest), longest)
+
+
 def pad_inputs(
-    feature_extractor: Any, items: Sequence[dict[str, Any]], pad_to_multiple_of: int | None = None, **kwargs: Any
+    feature_extractor: Any,
+    items: Sequence[dict[str, Any]],
+    pad_to_multiple_of: int | None = None,
+    length: int | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """Pad the model inputs of ``items`` (the feature extractor's first input name) into one batch of tensors."""
+    """Pad the model inputs of ``items`` (the feature extractor's first input name) into one batch of tensors: to
+    the longest, or to ``length`` when given."""
     name = feature_extractor.model_input_names[0]
     return feature_extractor.pad(
         [{name: item[name]} for item in items],
-        padding=True,
-        pad_to_multiple_of=pad_to_multiple_of,
+        padding="max_length" if length else True,
+        max_length=length,
+        pad_to_multiple_of=None if length else pad_to_multiple_of,
         return_tensors="pt",
         **kwargs,
     )
@@ -80,13 +106,21 @@ class CTCCollator:
 
     feature_extractor: Any
     pad_to_multiple_of: int | None = None
+    static_lengths: tuple[int, ...] = ()
+    """``--static_shapes``: input lengths (samples, sorted) a batch is padded up to; see :func:`static_collator`."""
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         items, skipped = usable_items(items)
-        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of)
+        window = self.window_seconds()
+        lengths = () if window is not None else self.static_lengths
+        length = static_length(items, self.feature_extractor.model_input_names[0], lengths)
+        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, length)
         if "labels" in items[0]:
-            batch["labels"] = pad_labels([item["labels"] for item in items])
-        return {**batch, **audio_stats(items, self.window_seconds(), skipped)}
+            multiple = STATIC_LABEL_MULTIPLE if lengths else None
+            batch["labels"] = pad_labels([item["labels"] for item in items], multiple)
+        if length is not None:
+            window = length / self.feature_extractor.sampling_rate
+        return {**batch, **audio_stats(items, window, skipped)}
 
     def window_seconds(self) -> float | None:
         """The fixed input length every clip is padded to, if the model has one (counted as padding)."""
@@ -99,7 +133,9 @@ class DurationBatchSampler(Sampler[list[int]]):
     Each epoch, utterances are ordered by duration times a random factor within 1 +- ``jitter`` (so batch
     membership changes between epochs but stays among similar lengths), cut into ``num_buckets`` equal-count
     buckets (0: about four batches per bucket), packed into batches, and the batches of all buckets are
-    shuffled together. Deterministic for a (seed, epoch), so a
+    shuffled together. ``static``: the buckets are cut once, without jitter (0: :data:`STATIC_BUCKETS`), and
+    shuffled within; every batch of a bucket is padded to the bucket's longest clip (:attr:`bounds`), so a
+    duration budget fits the same number of clips into each of its batches. Deterministic for a (seed, epoch), so a
     resumed run sees the same batches. Distributed: every rank builds the same plan and takes its own batch of
     each group of ``num_replicas`` batches cut from the same bucket, so ranks step through similar lengths
     together and none waits on another's long batch.
@@ -120,6 +156,7 @@ class DurationBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         drop_last: bool = False,
         jitter: float = 0.02,
+        static: bool = False,
     ) -> None:
         if (max_batch_duration is None) == (batch_size is None):
             raise ValueError("Give exactly one of max_batch_duration (seconds) or batch_size.")
@@ -134,7 +171,12 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.durations = list(durations)
         self.max_batch_duration = max_batch_duration
         self.fixed_size = batch_size
-        self.num_buckets = max(1, min(num_buckets or self._auto_buckets(), len(durations)))
+        default_buckets = STATIC_BUCKETS if static else self._auto_buckets()
+        self.num_buckets = max(1, min(num_buckets or default_buckets, len(durations)))
+        self.static = static
+        self.static_buckets = self._cut(sorted(range(len(durations)), key=self.durations.__getitem__)) if static else []
+        self.bounds = [max(self.durations[i] for i in bucket) for bucket in self.static_buckets]
+        """Under ``static``: each bucket's longest clip (seconds), the length its batches are padded to."""
         self.shuffle = shuffle
         self.seed = seed
         self.num_replicas = num_replicas
@@ -157,9 +199,21 @@ class DurationBatchSampler(Sampler[list[int]]):
             self.epoch = epoch
             self._plan = None
 
-    def _pack(self, indices: list[int]) -> list[list[int]]:
-        if self.fixed_size is not None:
-            return [indices[i : i + self.fixed_size] for i in range(0, len(indices), self.fixed_size)]
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        """``order`` cut into ``num_buckets`` equal-count buckets."""
+        size, count = len(order), self.num_buckets
+        return [order[b * size // count : (b + 1) * size // count] for b in range(count)]
+
+    def static_lengths(self, sampling_rate: int) -> tuple[int, ...]:
+        """The input lengths (samples) batches are padded to under ``static``: each bucket's bound, rounded up past
+        it to a whole :data:`FRAME_HOP` (so a clip resampled a sample longer than its header still fits)."""
+        hops = {math.floor(bound * sampling_rate) // FRAME_HOP + 1 for bound in self.bounds}
+        return tuple(sorted(hop * FRAME_HOP for hop in hops))
+
+    def _pack(self, indices: list[int], bound: float | None = None) -> list[list[int]]:
+        if self.fixed_size is not None or bound is not None:
+            size = self.fixed_size or max(1, int(self.max_batch_duration // bound))
+            return [indices[i : i + size] for i in range(0, len(indices), size)]
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0.0
@@ -179,16 +233,22 @@ class DurationBatchSampler(Sampler[list[int]]):
         if self._plan is not None:
             return self._plan
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        jitter = self.jitter if self.shuffle else 0.0
-        # Sorting by a jittered duration makes each epoch's batches differ while keeping their members alike.
-        keys = [d * (1.0 + rng.uniform(-jitter, jitter)) for d in self.durations]
-        order = sorted(range(len(self.durations)), key=keys.__getitem__)
-        size, replicas = len(order), self.num_replicas
+        replicas = self.num_replicas
+        if self.static:
+            buckets = [list(bucket) for bucket in self.static_buckets]
+            for bucket in buckets if self.shuffle else []:
+                rng.shuffle(bucket)
+            bounds: list[float | None] = list(self.bounds)
+        else:
+            jitter = self.jitter if self.shuffle else 0.0
+            # Sorting by a jittered duration makes each epoch's batches differ while keeping their members alike.
+            keys = [d * (1.0 + rng.uniform(-jitter, jitter)) for d in self.durations]
+            buckets = self._cut(sorted(range(len(self.durations)), key=keys.__getitem__))
+            bounds = [None] * len(buckets)
         groups: list[list[list[int]]] = []
         leftovers: list[list[int]] = []
-        for bucket_index in range(self.num_buckets):
-            bucket = order[bucket_index * size // self.num_buckets : (bucket_index + 1) * size // self.num_buckets]
-            batches = self._pack(bucket)
+        for bucket, bound in zip(buckets, bounds, strict=True):
+            batches = self._pack(bucket, bound)
             whole = len(batches) // replicas * replicas
             groups += [batches[i : i + replicas] for i in range(0, whole, replicas)]
             leftovers += batches[whole:]
@@ -263,14 +323,17 @@ class PretrainingCollator:
     feature_extractor: Any
     config: Any
     pad_to_multiple_of: int | None = None
+    static_lengths: tuple[int, ...] = ()
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from .pretraining import sample_masks_and_negatives
 
         items, skipped = usable_items(items)
-        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, return_attention_mask=True)
+        length = static_length(items, self.feature_extractor.model_input_names[0], self.static_lengths)
+        batch = pad_inputs(self.feature_extractor, items, self.pad_to_multiple_of, length, return_attention_mask=True)
         masks = sample_masks_and_negatives(self.config, batch["attention_mask"])
-        return {**batch, **masks, **audio_stats(items, skipped=skipped)}
+        fixed = None if length is None else length / self.feature_extractor.sampling_rate
+        return {**batch, **masks, **audio_stats(items, fixed, skipped)}
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -290,12 +353,30 @@ class BatchingArguments:
         metadata={"help": "Draw fixed-size batches (--per_device_train_batch_size) from duration buckets."},
     )
     num_duration_buckets: int = field(
-        default=0, metadata={"help": "Equal-count duration buckets; 0 picks about four batches per bucket."}
+        default=0, metadata={"help": "Equal-count duration buckets; 0 picks about four batches per bucket "
+                             f"({STATIC_BUCKETS} with --static_shapes)."}
     )
+    static_shapes: bool = field(
+        default=False,
+        metadata={"help": "Pad every training batch to its duration bucket's longest clip (and, with "
+                  "--max_batch_duration, give each bucket's batches one size), so --torch_compile and HPU graphs "
+                  "see a few input shapes instead of one per batch. Needs --max_batch_duration or --duration_buckets."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.static_shapes and not self.enabled:
+            raise UsageError("--static_shapes pads batches to their duration bucket's length: add "
+                             "--max_batch_duration SECONDS or --duration_buckets.")
 
     @property
     def enabled(self) -> bool:
         return self.duration_buckets or self.max_batch_duration is not None
+
+    def check(self, streaming: bool) -> None:
+        """Refuse at start what these flags cannot do."""
+        if self.static_shapes and streaming:
+            raise UsageError("--static_shapes needs the whole split's durations to fix its lengths; a stream is read "
+                             "block by block. Leave it out with --streaming.")
 
     def sampler(
         self, durations: Sequence[float], batch_size: int, *, seed: int, num_replicas: int = 1, rank: int = 0,
@@ -311,4 +392,20 @@ class BatchingArguments:
             num_replicas=num_replicas,
             rank=rank,
             drop_last=drop_last,
+            static=self.static_shapes,
         )
+
+
+def static_collator(collator: Any, sampler: Any) -> Any:
+    """``collator`` padding inputs to ``sampler``'s static lengths when it draws static batches; else ``collator``.
+
+    Models whose inputs already have one length (Whisper's 30 s window) are left as they are."""
+    if not getattr(sampler, "static", False) or not hasattr(collator, "static_lengths"):
+        return collator
+    if getattr(collator, "window_seconds", lambda: None)() is not None:
+        logger.info("--static_shapes: this model's inputs already have one length (its window); nothing to pad.")
+        return collator
+    lengths = sampler.static_lengths(collator.feature_extractor.sampling_rate)
+    logger.info("Static shapes: training batches padded to %d input lengths (%s s).", len(lengths),
+                ", ".join(f"{length / collator.feature_extractor.sampling_rate:.2f}" for length in lengths))
+    return dataclasses.replace(collator, static_lengths=lengths)

@@ -27,7 +27,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS
+from .batching import IDS_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
 from .checkpoints import safetensors_complete
 from .feature_encoder import speed_up_feature_encoders
 from .files import write_json
@@ -98,6 +98,11 @@ class Pretrainer:
         self.accelerator = accelerator
         self.feature_extractor = feature_extractor
         self.collator = collator
+        if batching is not None and batching.static_shapes:
+            # the static lengths depend on the durations alone, not on the epoch: one sampler tells them
+            durations = train_dataset.durations
+            self.collator = static_collator(collator, batching.sampler(durations, args.per_device_train_batch_size,
+                                                                       seed=args.seed))
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.batching = batching
