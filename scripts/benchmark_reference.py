@@ -5,7 +5,8 @@ model and flags, one after the other.
     python scripts/benchmark_reference.py --work_dir /tmp/bench_ref \\
         --reference_python /path/to/env/bin/python --reference_script /path/to/run_speech_recognition_ctc.py
     # ~12 minutes on 2 cores at the default 20 epochs (7 of them the reference); --max_batch_duration 0 leaves out
-    # the last run, --reference_tcmalloc adds one: the reference on the allocator ours uses
+    # the last run, --reference_tcmalloc adds one: the reference on the allocator ours uses; --repeats 3 runs
+    # every row three times, interleaved, and prints medians and paired ratios; --static_shapes adds a row
 
 The recipe is the CTC demo's (learning rate 2e-3, 50 warm-up steps, conv feature encoder trained, length-grouped
 batches of 16, one loader worker) on 600 espeak digit strings, scored on 100 held-out ones.
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -101,6 +103,10 @@ def main() -> None:
     parser.add_argument("--num_clips", type=int, default=600)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_batch_duration", type=float, default=60.0, help="ours, last row; 0 leaves it out")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run every row this many times, interleaved; the table shows medians, ratios are paired")
+    parser.add_argument("--static_shapes", action="store_true",
+                        help="add a run of ours with the duration budget and --static_shapes")
     parser.add_argument("--reference_tcmalloc", action="store_true",
                         help="also run the reference with tcmalloc preloaded, as ours runs (LD_PRELOAD)")
     args = parser.parse_args()
@@ -120,27 +126,50 @@ def main() -> None:
         "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
     script = args.reference_script.resolve()
-    table = [run("reference", args.reference_python, script, flags, work / "out" / "ref", work)]
+    runs = [("reference", args.reference_python, script, flags, {})]
     if args.reference_tcmalloc:
         library = find_tcmalloc()
         if library is None:
             sys.exit("--reference_tcmalloc: no tcmalloc on this machine (apt-get install libtcmalloc-minimal4).")
-        table.append(run("reference + tcmalloc", args.reference_python, script, flags, work / "out" / "ref_tcmalloc",
-                         work, LD_PRELOAD=library))
-    table.append(run("ours, same flags", sys.executable, OURS, flags, work / "out" / "ours", work))
+        runs.append(("reference + tcmalloc", args.reference_python, script, flags, {"LD_PRELOAD": library}))
+    runs.append(("ours, same flags", sys.executable, OURS, flags, {}))
     if args.max_batch_duration:
         bucket = [f for f in flags if f != "--group_by_length"] + ["--max_batch_duration", str(args.max_batch_duration)]
-        table.append(run(f"ours, --max_batch_duration {args.max_batch_duration:g}", sys.executable, OURS, bucket,
-                         work / "out" / "ours_buckets", work))
+        runs.append((f"ours, --max_batch_duration {args.max_batch_duration:g}", sys.executable, OURS, bucket, {}))
+        if args.static_shapes:
+            runs.append((f"ours, --max_batch_duration {args.max_batch_duration:g} --static_shapes", sys.executable,
+                         OURS, [*bucket, "--static_shapes"], {}))
+    results: dict[str, list[dict]] = {name: [] for name, *_ in runs}
+    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every row alike
+        for name, python, script_path, run_flags, env in runs:
+            out = work / "out" / re.sub(r"[^\w]+", "_", name)
+            results[name].append(run(name, python, script_path, run_flags, out, work, **env))
     print(f"{args.num_clips} espeak clips, tiny wav2vec2 (hidden 144, 4 layers, conv 64), batch {args.batch_size}, "
-          f"{args.epochs} epochs, --group_by_length; 100 held-out clips")
-    print(markdown_table(table))
-    for reference in (row for row in table if row["run"].startswith("reference")):
-        for row in (row for row in table if row["run"].startswith("ours")):
-            print(f"{row['run']} / {reference['run']}: wall {row['wall_s'] / reference['wall_s']:.2f}x, peak RSS "
-                  f"{row['peak_rss_gb'] / reference['peak_rss_gb']:.2f}x, samples/s "
-                  f"{row['samples_per_s'] / reference['samples_per_s']:.2f}x")
+          f"{args.epochs} epochs, --group_by_length; 100 held-out clips; "
+          + (f"medians of {args.repeats} interleaved runs" if args.repeats > 1 else "one run each"))
+    print(markdown_table([median_row(rows) for rows in results.values()]))
+    for reference in (name for name in results if name.startswith("reference")):
+        for name in (name for name in results if name.startswith("ours")):
+            pairs = list(zip(results[name], results[reference], strict=True))
+            print(f"{name} / {reference}: " + ", ".join(
+                f"{label} {ratio_summary([row[key] / ref[key] for row, ref in pairs])}"
+                for label, key in (("wall", "wall_s"), ("peak RSS", "peak_rss_gb"), ("samples/s", "samples_per_s"))
+            ))
 
+
+def median_row(rows: list[dict]) -> dict:
+    """One row per run name: medians of the numbers, and every run's wall time when there are several."""
+    row = {key: statistics.median(r[key] for r in rows) if isinstance(value, int | float) else value
+           for key, value in rows[0].items()}
+    if len(rows) > 1:
+        row["walls_s"] = " / ".join(f"{r['wall_s']:.0f}" for r in rows)
+    return row
+
+
+def ratio_summary(ratios: list[float]) -> str:
+    """``0.52x`` for one pair of runs; ``0.52x (0.50-0.55)``, the median and range, for several."""
+    text = f"{statistics.median(ratios):.2f}x"
+    return text if len(ratios) == 1 else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 if __name__ == "__main__":
     main()
