@@ -159,7 +159,7 @@ def main() -> None:
 
 def median_row(rows: list[dict]) -> dict:
     """One row per run name: medians of the numbers, and every run's wall time when there are several."""
-    row = {key: statistics.median(r[key] for r in rows) if isinstance(value, int | float) else value
+    row = {key: round(statistics.median(r[key] for r in rows), 3) if isinstance(value, int | float) else value
            for key, value in rows[0].items()}
     if len(rows) > 1:
         row["walls_s"] = " / ".join(f"{r['wall_s']:.0f}" for r in rows)
