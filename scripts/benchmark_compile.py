@@ -10,7 +10,7 @@ since only shapes matter here. Four runs, one after the other, each from the sam
 with the usual buckets (batch lengths differ from batch to batch, and from epoch to epoch) and with static shapes
 (each bucket's batches padded to its longest clip). The compiled runs use what ``--torch_compile`` does
 (``torch.compile`` with dynamo's defaults), and for static shapes what ``--static_shapes`` adds to it
-(``backends.compile_per_shape``).
+(``backends.compile_per_shape`` and ``backends.mark_static``).
 
 Prints one table: distinct batch shapes, steps, total time, the steady step (compiled: median over the steps whose
 shape was seen before; eager: over every step), compile overhead (the total minus steps x steady step), padding
@@ -29,7 +29,7 @@ from pathlib import Path
 import soundfile
 import torch
 
-from asr_finetune.backends import compile_per_shape
+from asr_finetune.backends import compile_per_shape, mark_static
 from asr_finetune.batching import CTCCollator, DurationBatchSampler, static_collator
 from asr_finetune.benchmarking import markdown_table
 from asr_finetune.feature_encoder import speed_up_feature_encoders
@@ -53,7 +53,6 @@ def load_clips(corpus: Path) -> list[dict]:
 def train(model: torch.nn.Module, clips: list[dict], budget: float, epochs: int, static: bool,
           compiled: bool) -> dict:
     torch._dynamo.reset()
-    torch._dynamo.config.automatic_dynamic_shapes = True
     torch._dynamo.config.recompile_limit = 8
     sampler = DurationBatchSampler([clip["seconds"] for clip in clips], max_batch_duration=budget, static=static)
     collator = static_collator(CTCCollator(wav2vec2_feature_extractor()), sampler)
@@ -72,6 +71,8 @@ def train(model: torch.nn.Module, clips: list[dict], budget: float, epochs: int,
             audio += float(batch.pop("audio_seconds"))
             padded += float(batch.pop("padded_seconds"))
             inputs = {key: batch[key] for key in ("input_values", "attention_mask", "labels")}
+            if compiled and static:
+                mark_static(inputs)
             shape = tuple(inputs["input_values"].shape)
             began = time.perf_counter()
             forward(**inputs).loss.backward()

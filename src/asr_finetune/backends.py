@@ -72,16 +72,27 @@ PRIVATE_TRAINER_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "_prepare_in
 
 
 def compile_per_shape(buckets: int) -> None:
-    """torch.compile settings for ``--static_shapes``: one static graph per input shape (no switch to a dynamic
-    graph at the second shape, its default), and room for every shape of train and evaluation batches (two
-    batch sizes per bucket, and evaluation's) before dynamo gives up and runs eager."""
+    """torch.compile settings for ``--static_shapes``: room for every shape of train and evaluation batches (two
+    batch sizes per bucket, and evaluation's) before dynamo gives up and runs eager. With :func:`mark_static`
+    on each batch, each shape gets a static graph of its own."""
     import torch._dynamo
 
     config = torch._dynamo.config
     limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    config.automatic_dynamic_shapes = False
     setattr(config, limit_name, max(getattr(config, limit_name), 4 * buckets + 8))
     logger.info("torch.compile: a static graph per input shape, up to %d shapes.", getattr(config, limit_name))
+
+
+def mark_static(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Tell dynamo that the batch's tensors have static shapes, so a new shape compiles a graph of its own instead
+    of a dynamic one (its default at the second shape). Only the inputs: tensors derived from the data inside
+    the model (the CTC loss's flattened targets) may still go dynamic, which saves a compile per batch there."""
+    import torch._dynamo
+
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor):
+            torch._dynamo.mark_static(value)
+    return inputs
 
 
 class SpeechSamplingMixin:
@@ -103,7 +114,8 @@ class SpeechSamplingMixin:
         self.throughput = ThroughputMeter()
         self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
-        if batching is not None and batching.static_shapes and self.args.torch_compile:
+        self.static_compile = bool(batching is not None and batching.static_shapes and self.args.torch_compile)
+        if self.static_compile:
             compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
         self.add_callback(_NonFiniteCallback(self))
         self.add_callback(TrainingCurvesCallback())
@@ -162,7 +174,8 @@ class SpeechSamplingMixin:
         if stats[0] is not None and self.model.training:
             self.throughput.add_batch(float(stats[0]), float(stats[1]), int(skipped))
             self.nonfinite.add_batch(ids)
-        return super()._prepare_inputs(inputs)
+        inputs = super()._prepare_inputs(inputs)
+        return mark_static(inputs) if self.static_compile else inputs
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         loss = super().training_step(model, inputs, *args, **kwargs)
