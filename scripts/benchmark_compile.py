@@ -32,12 +32,13 @@ from pathlib import Path
 import soundfile
 import torch
 
-from asr_finetune.backends import compile_per_shape, mark_static
-from asr_finetune.batching import CTCCollator, DurationBatchSampler, static_collator
-from asr_finetune.benchmarking import markdown_table
-from asr_finetune.feature_encoder import speed_up_feature_encoders
-from asr_finetune.synthetic import make_corpus
-from asr_finetune.tiny_models import save_tiny_wav2vec2, wav2vec2_feature_extractor
+from asr_finetune.data.collators import CTCCollator, static_collator
+from asr_finetune.data.sampling import DurationBatchSampler
+from asr_finetune.models.feature_encoder import speed_up_feature_encoders
+from asr_finetune.tools.benchmarking import markdown_table
+from asr_finetune.tools.synthetic import make_corpus
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2, wav2vec2_feature_extractor
+from asr_finetune.training.trainers import compile_per_shape, mark_static
 
 
 def load_clips(corpus: Path) -> list[dict]:

@@ -16,9 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from asr_finetune.benchmarking import markdown_table, run_timed
-from asr_finetune.ctranslate2_whisper import cached_bundled_whisper
-from asr_finetune.synthetic import make_corpus
+from asr_finetune.tools.benchmarking import markdown_table, run_timed
+from asr_finetune.tools.ctranslate2_whisper import cached_bundled_whisper
+from asr_finetune.tools.synthetic import make_corpus
 
 SCRIPT = Path(__file__).resolve().parent / "run_speech_recognition_seq2seq.py"
 

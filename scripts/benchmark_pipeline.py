@@ -24,12 +24,12 @@ import numpy as np
 import soundfile as sf
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from asr_finetune.audio import audio_info, load_audio
-from asr_finetune.batching import DurationBatchSampler
+from asr_finetune.data.audio import audio_info, load_audio
+from asr_finetune.data.local import read_manifest
+from asr_finetune.data.sampling import DurationBatchSampler
 from asr_finetune.files import write_jsonl
-from asr_finetune.local_datasets import read_manifest
-from asr_finetune.synthetic import make_corpus
-from asr_finetune.tiny_models import save_tiny_wav2vec2
+from asr_finetune.tools.synthetic import make_corpus
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
 
 SCRIPT = Path(__file__).resolve().parent / "run_speech_recognition_ctc.py"
 BUDGET = 60.0  # seconds of padded audio per batch for the bucket row: bounds memory whatever the corpus

@@ -34,10 +34,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from asr_finetune.allocator import find_tcmalloc
-from asr_finetune.benchmarking import TimedRun, markdown_table, run_timed
-from asr_finetune.synthetic import make_corpus
-from asr_finetune.tiny_models import save_tiny_wav2vec2
+from asr_finetune.tools.benchmarking import TimedRun, markdown_table, run_timed
+from asr_finetune.tools.synthetic import make_corpus
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
+from asr_finetune.training.allocator import find_tcmalloc
 
 OURS = Path(__file__).resolve().parent / "run_speech_recognition_ctc.py"
 MODEL_ID = "local/tiny-wav2vec2"

@@ -19,10 +19,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from asr_finetune.benchmarking import markdown_table, run_timed
-from asr_finetune.shards import local_rows, write_shards
-from asr_finetune.synthetic import make_corpus
-from asr_finetune.tiny_models import save_tiny_wav2vec2
+from asr_finetune.data.shards import local_rows, write_shards
+from asr_finetune.tools.benchmarking import markdown_table, run_timed
+from asr_finetune.tools.synthetic import make_corpus
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
 
 SCRIPTS = Path(__file__).resolve().parent
 

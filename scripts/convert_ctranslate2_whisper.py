@@ -14,7 +14,7 @@ import argparse
 import logging
 import shutil
 
-from asr_finetune.ctranslate2_whisper import cached_bundled_whisper, convert
+from asr_finetune.tools.ctranslate2_whisper import cached_bundled_whisper, convert
 
 
 def main(argv: list[str] | None = None) -> None:

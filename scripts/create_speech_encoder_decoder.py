@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from asr_finetune.logs import setup_logging
-from asr_finetune.warm_start import create_speech_encoder_decoder
+from asr_finetune.models.warm_start import create_speech_encoder_decoder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from asr_finetune.data import load_split
-from asr_finetune.text import TextNormalizer
-from asr_finetune.tiny_models import save_tiny_bart_decoder, save_tiny_wav2vec2, save_tiny_whisper
+from asr_finetune.data.loading import load_split
+from asr_finetune.data.text import TextNormalizer
+from asr_finetune.tools.tiny_models import save_tiny_bart_decoder, save_tiny_wav2vec2, save_tiny_whisper
 
 
 def training_texts(dataset: str, split: str, text_column: str) -> list[str]:

@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 
-from asr_finetune.launch import launch_plan
+from asr_finetune.training.launch import launch_plan
 
 
 def main() -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from asr_finetune.run import run_cli
-from asr_finetune.shards import FORMATS, local_rows, write_shards
+from asr_finetune.cli.run import run_cli
+from asr_finetune.data.shards import FORMATS, local_rows, write_shards
 
 
 def main() -> None:

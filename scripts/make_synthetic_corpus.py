@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from asr_finetune.synthetic import KINDS, make_corpus, make_unlabeled_corpus
+from asr_finetune.tools.synthetic import KINDS, make_corpus, make_unlabeled_corpus
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

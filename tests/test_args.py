@@ -5,8 +5,8 @@ import pytest
 from transformers import TrainingArguments
 
 from asr_finetune.args import parse_args
-from asr_finetune.batching import BatchingArguments
-from asr_finetune.ctc import CTCDataArguments, CTCModelArguments
+from asr_finetune.data.sampling import BatchingArguments
+from asr_finetune.tasks.ctc import CTCDataArguments, CTCModelArguments
 
 CTC = (CTCModelArguments, CTCDataArguments, BatchingArguments, TrainingArguments)
 BASE = ["--model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "out"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_finetune.audio import AudioError, audio_info, load_audio
+from asr_finetune.data.audio import AudioError, audio_info, load_audio
 
 from conftest import sox
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from asr_finetune.backends import PRIVATE_TRAINER_HOOKS, BackendError, select_backend
+from asr_finetune.training.backends import BackendError, select_backend
+from asr_finetune.training.trainers import PRIVATE_TRAINER_HOOKS
 
 from conftest import REPO
 

@@ -3,17 +3,11 @@ import random
 import pytest
 import torch
 
-from asr_finetune.batching import (
-    BatchingArguments,
-    CTCCollator,
-    DurationBatchSampler,
-    audio_stats,
-    pad_labels,
-    static_collator,
-)
+from asr_finetune.data.collators import CTCCollator, audio_stats, pad_labels, static_collator
+from asr_finetune.data.sampling import BatchingArguments, DurationBatchSampler
 from asr_finetune.errors import UsageError
-from asr_finetune.throughput import ThroughputMeter
-from asr_finetune.tiny_models import wav2vec2_feature_extractor
+from asr_finetune.tools.tiny_models import wav2vec2_feature_extractor
+from asr_finetune.training.throughput import ThroughputMeter
 
 
 def long_tailed(n: int = 2000, seed: int = 0) -> list[float]:
@@ -156,7 +150,7 @@ def test_pad_labels_to_a_multiple() -> None:
 
 
 def test_throughput_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    from asr_finetune import throughput
+    from asr_finetune.training import throughput
 
     now = [100.0]
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: now[0])  # a clock the test moves
@@ -179,8 +173,8 @@ def test_throughput_windows(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_padded_frames_decode_as_blank() -> None:
     from transformers import Wav2Vec2ForCTC
 
-    from asr_finetune.ctc import blank_padded_frames
-    from asr_finetune.tiny_models import tiny_wav2vec2_config
+    from asr_finetune.tools.tiny_models import tiny_wav2vec2_config
+    from asr_finetune.training.eval_steps import blank_padded_frames
 
     config = tiny_wav2vec2_config(hidden_size=32, layers=1, conv_channels=8)
     config.vocab_size, config.pad_token_id = 6, 5

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from asr_finetune.benchmarking import markdown_table, run_timed
+from asr_finetune.tools.benchmarking import markdown_table, run_timed
 
 from conftest import require
 

@@ -2,18 +2,16 @@
 
 import hashlib
 import json
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from asr_finetune import curves
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.training import curves
 
-from conftest import REPO, read_png, tensorboard_scalars
-
-CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
+from conftest import read_png, tensorboard_scalars
 
 
 def test_ctc_run_redraws_curves_at_each_evaluation_and_writes_tensorboard(
@@ -29,9 +27,8 @@ def test_ctc_run_redraws_curves_at_each_evaluation_and_writes_tensorboard(
         return written
 
     monkeypatch.setattr(curves, "write_training_curves", recording)
-    main = runpy.run_path(str(CTC_SCRIPT), run_name="ctc_script")["main"]
     output_dir = tmp_path / "run"
-    main([
+    ctc_main([
         "--model_name_or_path", str(tiny_model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
         "--train_split_name", "train", "--eval_split_name", "test", "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1",
@@ -65,7 +62,7 @@ def test_ctc_run_redraws_curves_at_each_evaluation_and_writes_tensorboard(
     histories: list[list[dict]] = []
     monkeypatch.setattr(curves, "write_training_curves", lambda history, out: histories.append(list(history)) or
                         write(history, out))
-    main(["--model_name_or_path", str(tiny_model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
+    ctc_main(["--model_name_or_path", str(tiny_model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
           "--train_split_name", "train", "--eval_split_name", "test", "--per_device_eval_batch_size", "4",
           "--do_train", "--do_eval", "--max_steps", "6", "--eval_metrics", "wer", "--report_to", "none"])
     assert histories and sum("loss" in record for record in histories[-1]) == 6

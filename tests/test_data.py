@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from asr_finetune.data import DataError, SplitConfig, load_split, prepare_split
-from asr_finetune.local_datasets import discover_local_splits, parse_split_expression
-from asr_finetune.text import TextNormalizer
+from asr_finetune.data.loading import SplitConfig, load_split, prepare_split
+from asr_finetune.data.local import discover_local_splits, parse_split_expression
+from asr_finetune.data.text import TextNormalizer
+from asr_finetune.errors import DataError
 
 
 def test_split_expressions() -> None:

@@ -3,20 +3,16 @@
 import hashlib
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from asr_finetune import evaluate_metrics
+from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
-from asr_finetune.metrics import error_rates
-
-from conftest import REPO
-
-CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
+from asr_finetune.evaluation import evaluate_modules as evaluate_metrics
+from asr_finetune.evaluation.metrics import error_rates
 
 # Two figures an ASR user might add: hypothesis length against the reference (characters), and the reference
 # characters seen (so the test can tell that references, not hypotheses, arrived as references).
@@ -71,7 +67,8 @@ def test_a_cached_module_name_loads_offline(tmp_path: Path) -> None:
     (module_dir / "char_ratio.py").write_text(source.read_text())
     for folder in (module_dir, module_dir.parent, module_dir.parent.parent):
         (folder / "__init__.py").write_text("")
-    code = "from asr_finetune.metrics import error_rates; print(error_rates(['ab'], ['abcd'], ['char_ratio']))"
+    code = ("from asr_finetune.evaluation.metrics import error_rates; "
+            "print(error_rates(['ab'], ['abcd'], ['char_ratio']))")
     env = {**os.environ, "HF_MODULES_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -88,8 +85,7 @@ def test_a_module_that_does_not_load_stops_the_run_in_one_line(tmp_path: Path) -
 def test_ctc_script_reports_the_module_beside_wer(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:
     module = write_module(tmp_path / "metrics", "length_ratio")
     output_dir = tmp_path / "run"
-    main = runpy.run_path(str(CTC_SCRIPT), run_name="ctc_script")["main"]
-    results = main([
+    results = ctc_main([
         "--model_name_or_path", str(tiny_model), "--dataset_name", str(corpus), "--output_dir", str(output_dir),
         "--train_split_name", "train", "--eval_split_name", "test", "--per_device_train_batch_size", "4",
         "--report_to", "none", "--disable_tqdm", "true", "--do_train", "--do_eval", "--max_steps", "2",

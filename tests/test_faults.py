@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import shutil
 import socket
 import subprocess
@@ -21,13 +20,14 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from asr_finetune.run_lock import LOCK_FILE
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.cli.seq2seq import main as seq2seq_main
+from asr_finetune.training.run_lock import LOCK_FILE
 
 from conftest import REPO, sox
 
 CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
 PRETRAIN_SCRIPT = REPO / "scripts" / "run_wav2vec2_pretraining_no_trainer.py"
-ctc_main = runpy.run_path(str(CTC_SCRIPT), run_name="ctc_script")["main"]
 TOKEN = "hf_FakeTokenForTestsOnly0123456789abcd"
 
 
@@ -204,7 +204,7 @@ def test_tokens_never_reach_the_output_dir(finished: Path) -> None:
 
 
 def test_hf_token_from_the_environment_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from asr_finetune.redaction import redact_argv
+    from asr_finetune.training.redaction import redact_argv
 
     monkeypatch.setenv("HF_TOKEN", "secret-value-123456")
     argv = ["--token=abc", "--dataset_name", "x", "--unk_token", "[UNK]", "--note", "secret-value-123456",
@@ -258,7 +258,7 @@ def test_full_disk_stops_with_one_line_and_the_rerun_resumes(
 
 
 def test_zero_byte_trainer_state_is_not_a_complete_checkpoint(finished: Path, tmp_path: Path) -> None:
-    from asr_finetune.checkpoints import complete_checkpoints, resolve_resume
+    from asr_finetune.training.checkpoints import complete_checkpoints, resolve_resume
 
     output_dir = tmp_path / "zero"
     shutil.copytree(finished, output_dir)
@@ -321,7 +321,8 @@ def test_truncated_flac_is_skipped_and_counted_at_start(corpus: Path, tiny_model
 def test_manifest_rows_that_would_be_silently_wrong_are_named(
     name: str, content: str, fragments: list[str], corpus: Path, tmp_path: Path
 ) -> None:
-    from asr_finetune.data import DataError, load_split
+    from asr_finetune.data.loading import load_split
+    from asr_finetune.errors import DataError
 
     clip = small_split(corpus, tmp_path, 1)[0]["file_name"]
     manifest = tmp_path / name
@@ -334,7 +335,7 @@ def test_manifest_rows_that_would_be_silently_wrong_are_named(
 
 
 def test_csv_byte_order_mark_is_dropped(corpus: Path, tmp_path: Path) -> None:
-    from asr_finetune.data import load_split
+    from asr_finetune.data.loading import load_split
 
     clip = small_split(corpus, tmp_path, 1)[0]["file_name"]
     manifest = tmp_path / "train.csv"
@@ -368,7 +369,7 @@ def test_unicode_text_is_nfc_and_turkish_case_is_right(
 
 
 def test_text_language_flag_wins_and_other_languages_keep_unicode_casing() -> None:
-    from asr_finetune.text import TextNormalizer, resolve_text_language
+    from asr_finetune.data.text import TextNormalizer, resolve_text_language
 
     assert resolve_text_language("az", ("--dataset_config_name", "en")) == "az"
     assert resolve_text_language(None, ("--dataset_config_name", "clean"), ("--phoneme_language", "tr")) == "tr"
@@ -496,11 +497,10 @@ def test_an_error_raised_in_a_loader_worker_keeps_its_type_and_one_line_message(
 
 
 def test_rerun_of_a_finished_seq2seq_command_changes_nothing(corpus: Path, tmp_path: Path) -> None:
-    from asr_finetune.tiny_models import save_tiny_whisper
+    from asr_finetune.tools.tiny_models import save_tiny_whisper
 
     texts = [json.loads(line)["text"] for line in (corpus / "train" / "metadata.jsonl").read_text().splitlines()]
     model = save_tiny_whisper(tmp_path / "whisper", texts, d_model=32, layers=1, heads=2)
-    seq2seq_main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="s2s")["main"]
     args = [
         "--model_name_or_path", str(model), "--dataset_name", str(corpus), "--output_dir", str(tmp_path / "out"),
         "--train_split_name", "train", "--per_device_train_batch_size", "4", "--max_steps", "3",

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from asr_finetune.errors import UsageError
-from asr_finetune.feature_encoder import conv_time_major, speed_up_feature_encoders, uses_fast_forward
+from asr_finetune.models.feature_encoder import conv_time_major, speed_up_feature_encoders, uses_fast_forward
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
          "conv_dim": [16] * 7, "vocab_size": 12, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_finetune.launch import launch_plan
+from asr_finetune.training.launch import launch_plan
 
 from conftest import REPO, run_on_free_port
 
@@ -116,7 +116,7 @@ def test_hostfile_names_the_master(tmp_path: Path) -> None:
 def test_torch_threads_are_this_process_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from asr_finetune.launch import available_cores, set_cpu_threads
+    from asr_finetune.training.launch import available_cores, set_cpu_threads
 
     before = torch.get_num_threads()
     try:

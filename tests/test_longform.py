@@ -10,10 +10,12 @@ import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
 
-from asr_finetune import longform
-from asr_finetune.audio import load_audio
-from asr_finetune.metrics import error_rates, make_eval_normalizer
-from asr_finetune.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.cli.seq2seq import main as seq2seq_main
+from asr_finetune.data.audio import load_audio
+from asr_finetune.evaluation import longform
+from asr_finetune.evaluation.metrics import error_rates, make_eval_normalizer
+from asr_finetune.tools.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
 
 from conftest import REPO, require, sox
 
@@ -55,9 +57,7 @@ def test_ctc_chunks_reproduce_the_whole_clip_pass_of_a_local_model() -> None:
 def test_ctc_evaluation_keeps_and_chunks_long_recordings(
     tiny_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import runpy
 
-    main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_ctc.py"), run_name="ctc")["main"]
     clips = sorted((corpus / "test").glob("*.wav"))[:3]
     texts = {json.loads(line)["file_name"]: json.loads(line)["text"]
              for line in (corpus / "test" / "metadata.jsonl").read_text().splitlines()}  # fmt: skip
@@ -70,7 +70,7 @@ def test_ctc_evaluation_keeps_and_chunks_long_recordings(
     monkeypatch.setattr(longform, "CTC_CHUNK_SECONDS", 8.0)
     monkeypatch.setattr(longform, "CTC_STRIDE_SECONDS", 1.0)
     out = tmp_path / "out"
-    results = main([
+    results = ctc_main([
         "--model_name_or_path", str(tiny_model), "--dataset_name", str(tmp_path), "--output_dir", str(out),
         "--do_train", "--do_eval", "--max_steps", "2", "--per_device_train_batch_size", "2",
         "--per_device_eval_batch_size", "4", "--train_split_name", "train", "--eval_split_name", "test",
@@ -87,9 +87,7 @@ def test_ctc_evaluation_keeps_and_chunks_long_recordings(
 def test_whisper_evaluation_decodes_recordings_longer_than_30_s(
     real_whisper: Path, story_wav: Path, words_corpus: Path, tmp_path: Path
 ) -> None:
-    import runpy
 
-    main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="s2s")["main"]
     short = sorted((words_corpus / "test").glob("*.wav"))[:2]
     texts = {json.loads(line)["file_name"]: json.loads(line)["text"]
              for line in (words_corpus / "test" / "metadata.jsonl").read_text().splitlines()}  # fmt: skip
@@ -97,7 +95,7 @@ def test_whisper_evaluation_decodes_recordings_longer_than_30_s(
     rows += [{"audio": str(short[1]), "text": texts[short[1].name]}]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    results = main([
+    results = seq2seq_main([
         "--model_name_or_path", str(real_whisper), "--dataset_name", str(tmp_path / "test.jsonl"),
         "--eval_split_name", "test", "--output_dir", str(out), "--do_eval", "--per_device_eval_batch_size", "4",
         "--predict_with_generate", "--generation_max_length", "40", "--report_to", "none",
@@ -117,7 +115,7 @@ def test_whisper_evaluation_decodes_recordings_longer_than_30_s(
 def test_transcribe_chunks_a_long_file_for_a_ctc_model(tiny_model: Path, story_wav: Path, tmp_path: Path) -> None:
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
-    from asr_finetune.vocab import build_vocab, save_vocab
+    from asr_finetune.data.vocab import build_vocab, save_vocab
 
     save_vocab(build_vocab([STORY.lower()], "|", "[UNK]", "[PAD]"), tmp_path / "vocab.json")
     tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]")
@@ -135,7 +133,11 @@ def test_transcribe_chunks_a_long_file_for_a_ctc_model(tiny_model: Path, story_w
     # Away from the chunk borders the frames agree with one pass over the whole clip (a random 2-layer model
     # attends to everything, so only approximately).
     assert (chunked.argmax(-1) == whole.argmax(-1)).float().mean() > 0.7
-    assert isinstance(longform.transcribe(model, processor, samples), str)
+    # transcribe() is the chunked greedy decode of the normalised input, as one string
+    inputs = processor.feature_extractor(samples, sampling_rate=16_000, return_tensors="pt").input_values[0]
+    with torch.no_grad():
+        expected = processor.tokenizer.decode(longform.ctc_chunked_logits(model, inputs, 16_000).argmax(-1))
+    assert longform.transcribe(model, processor, samples) == expected.strip()
 
 
 @pytest.mark.slow

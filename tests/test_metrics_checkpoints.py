@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from asr_finetune.checkpoints import checkpoint_problem, complete_checkpoints, resolve_resume
-from asr_finetune.metrics import error_rates, utterance_report
+from asr_finetune.evaluation.metrics import error_rates, utterance_report
+from asr_finetune.training.checkpoints import checkpoint_problem, complete_checkpoints, resolve_resume
 
 
 def test_error_rates() -> None:
@@ -76,7 +76,7 @@ def test_explicit_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
 
 
 def test_whisper_normalisers_remove_formatting_not_words() -> None:
-    from asr_finetune.metrics import TranscriptMetrics, make_eval_normalizer
+    from asr_finetune.evaluation.metrics import TranscriptMetrics, make_eval_normalizer
 
     english, basic = make_eval_normalizer("english"), make_eval_normalizer("basic")
     assert english("I paid $29 for the aligner.") == english("i paid twenty nine dollars for the aligner")

@@ -2,7 +2,6 @@
 
 import json
 import random
-import runpy
 from pathlib import Path
 
 import datasets
@@ -10,15 +9,12 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer, WhisperFeatureExtractor
 
-from asr_finetune.audio import load_audio
+from asr_finetune.cli.seq2seq import main
+from asr_finetune.data.audio import load_audio
+from asr_finetune.data.features import extract_features
+from asr_finetune.data.packing import GAP_SECONDS, PackedSpeechDataset, pack_utterances, plan_packs
 from asr_finetune.errors import UsageError
-from asr_finetune.longform import extract_features
-from asr_finetune.packing import GAP_SECONDS, PackedSpeechDataset, pack_utterances, plan_packs
-from asr_finetune.tiny_models import save_tiny_whisper
-
-from conftest import REPO
-
-main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="seq2seq_script")["main"]
+from asr_finetune.tools.tiny_models import save_tiny_whisper
 
 
 def labelled_rows(corpus: Path, tokenizer) -> datasets.Dataset:
@@ -93,7 +89,7 @@ def test_packing_cuts_whisper_padding_and_is_refused_where_it_cannot_help(
 def test_a_broken_clip_in_a_pack_is_named_or_skipped(real_whisper: Path, words_corpus: Path, tmp_path: Path) -> None:
     import shutil
 
-    from asr_finetune.batching import BAD_ROW_KEY
+    from asr_finetune.data.collators import BAD_ROW_KEY
     from asr_finetune.errors import DataError
 
     tokenizer = AutoTokenizer.from_pretrained(str(real_whisper))

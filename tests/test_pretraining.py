@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import runpy
 import shutil
 import sys
 from pathlib import Path
@@ -15,25 +14,22 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
-from asr_finetune import pretraining
 from asr_finetune.args import parse_args
-from asr_finetune.batching import PretrainingCollator
-from asr_finetune.modeling import encoder_frames
-from asr_finetune.pretraining import (
-    HealthMonitor,
-    PretrainingConfigError,
-    decay_parameter_groups,
-    gumbel_temperature,
-)
-from asr_finetune.pretraining_log import LOG_FILE
-from asr_finetune.pretraining_loop import RESULTS_FILE
-from asr_finetune.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.cli.pretraining import main
+from asr_finetune.models.loading import encoder_frames
+from asr_finetune.tasks.pretraining.arguments import PRETRAINING
+from asr_finetune.tasks.pretraining.data import PretrainingCollator
+from asr_finetune.tasks.pretraining.health import HealthMonitor
+from asr_finetune.tasks.pretraining.log import LOG_FILE
+from asr_finetune.tasks.pretraining.loop import RESULTS_FILE
+from asr_finetune.tasks.pretraining.masks import gumbel_temperature
+from asr_finetune.tasks.pretraining.model import PretrainingConfigError, decay_parameter_groups
+from asr_finetune.tools.tiny_models import tiny_wav2vec2_config, wav2vec2_feature_extractor
 
 from conftest import REPO, read_png, run_on_free_port, tensorboard_scalars
 
 SCRIPT = REPO / "scripts" / "run_wav2vec2_pretraining_no_trainer.py"
-CTC_SCRIPT = REPO / "scripts" / "run_speech_recognition_ctc.py"
-main = runpy.run_path(str(SCRIPT), run_name="pretraining_script")["main"]
 
 
 def pretraining_args(model: Path, corpus: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -156,7 +152,7 @@ def test_config_that_cannot_be_pretrained_names_each_setting(corpus: Path, tmp_p
 
 def test_demo_json_config_parses() -> None:
     config = str(REPO / "configs" / "pretraining" / "demo_pretraining.json")
-    args, batching = parse_args(pretraining.ARGUMENTS, [config])
+    args, batching = parse_args(PRETRAINING.arguments, [config])
     assert args.dataset_split_names == ["train"] and args.max_train_steps > 0 and not batching.enabled
 
 
@@ -205,7 +201,6 @@ def test_pretraining_draws_its_curves_and_reports_to_tensorboard(pretrained: Pat
 
 
 def test_pretrained_dir_is_a_model_for_the_ctc_script(pretrained: Path, corpus: Path, tmp_path: Path) -> None:
-    ctc_main = runpy.run_path(str(CTC_SCRIPT), run_name="ctc_script")["main"]
     out = tmp_path / "ctc"
     ctc_main([
         "--model_name_or_path", str(pretrained), "--dataset_name", str(corpus), "--output_dir", str(out),

@@ -2,7 +2,6 @@
 fp16 checkpoints, normalised WER. Short runs only: a training step of this model takes seconds on a CPU."""
 
 import json
-import runpy
 import subprocess
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-from asr_finetune import seq2seq
-from asr_finetune.audio import load_audio
-from asr_finetune.ctranslate2_whisper import read_model_bin, whisper_state_dict
-from asr_finetune.metrics import error_rates, make_eval_normalizer
+from asr_finetune.cli.seq2seq import main
+from asr_finetune.data.audio import load_audio
+from asr_finetune.evaluation.metrics import error_rates, make_eval_normalizer
+from asr_finetune.models import seq2seq
+from asr_finetune.tools.ctranslate2_whisper import read_model_bin, whisper_state_dict
 
-from conftest import REPO, require
-
-main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="seq2seq_script")["main"]
+from conftest import require
 
 
 def predictions(output_dir: Path) -> list[dict]:

@@ -6,9 +6,9 @@ import pytest
 from transformers import TrainingArguments
 
 from asr_finetune.args import RECIPE_KEY, parse_args
-from asr_finetune.backends import GAUDI_FLAGS
-from asr_finetune.recipes import args_to_argv, list_recipes, main, recipe_command, script_arguments, seed_problems
-from asr_finetune.seeds import SEED_DIR, parse_shell_command, read_seed
+from asr_finetune.tools.recipes import args_to_argv, list_recipes, main, recipe_command, script_arguments, seed_problems
+from asr_finetune.tools.seeds import SEED_DIR, parse_shell_command, read_seed
+from asr_finetune.training.backends import GAUDI_FLAGS
 
 from conftest import REPO
 
@@ -102,7 +102,7 @@ def test_the_config_folder_names_the_script() -> None:
 def test_a_folder_that_names_no_script_is_refused(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "x.json").write_text(json.dumps({RECIPE_KEY: {}, "output_dir": "x"}))
-    with pytest.raises(ValueError, match="runs no entry script"):
+    with pytest.raises(ValueError, match="no task 'metrics'"):
         list_recipes(tmp_path)
 
 

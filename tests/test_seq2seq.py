@@ -19,18 +19,19 @@ from transformers import (
     pipeline,
 )
 
-from asr_finetune import seq2seq
 from asr_finetune.args import parse_args
-from asr_finetune.audio import load_audio
-from asr_finetune.batching import Seq2SeqCollator
-from asr_finetune.seq2seq import Seq2SeqDataArguments, Seq2SeqModelArguments
-from asr_finetune.text import TextNormalizer
-from asr_finetune.tiny_models import save_tiny_bart_decoder, save_tiny_whisper, wav2vec2_feature_extractor
+from asr_finetune.cli.seq2seq import main
+from asr_finetune.data.audio import load_audio
+from asr_finetune.data.collators import Seq2SeqCollator
+from asr_finetune.data.text import TextNormalizer
+from asr_finetune.models import seq2seq as seq2seq_models
+from asr_finetune.tasks import seq2seq
+from asr_finetune.tasks.seq2seq import Seq2SeqDataArguments, Seq2SeqModelArguments
+from asr_finetune.tools.tiny_models import save_tiny_bart_decoder, save_tiny_whisper, wav2vec2_feature_extractor
 
 from conftest import REPO, sox
 
 SCRIPT = REPO / "scripts" / "run_speech_recognition_seq2seq.py"
-main = runpy.run_path(str(SCRIPT), run_name="seq2seq_script")["main"]
 create = runpy.run_path(str(REPO / "scripts" / "create_speech_encoder_decoder.py"), run_name="create_script")["main"]
 
 
@@ -215,7 +216,7 @@ def test_joint_ctc_targets_leave_out_special_tokens_and_padding(warm_started: Pa
     import torch
     from torch.nn import functional as F
 
-    from asr_finetune import joint_ctc
+    from asr_finetune.models import joint_ctc
 
     model = AutoModelForSpeechSeq2Seq.from_pretrained(str(warm_started))
     eos, pad = model.config.eos_token_id, model.config.pad_token_id
@@ -331,23 +332,23 @@ def test_overlong_audio_and_labels_are_dropped_and_counted(
 
 
 def test_model_options_freeze_and_spec_augment(tiny_whisper: Path, warm_started: Path) -> None:
-    whisper = seq2seq.load_seq2seq_model(str(tiny_whisper), None, apply_spec_augment=True)
+    whisper = seq2seq_models.load_seq2seq_model(str(tiny_whisper), None, apply_spec_augment=True)
     assert whisper.config.apply_spec_augment is True
-    seq2seq.freeze(whisper, feature_encoder=True, encoder=True)
+    seq2seq_models.freeze(whisper, feature_encoder=True, encoder=True)
     assert not any(p.requires_grad for p in whisper.get_encoder().parameters())
     assert all(p.requires_grad for p in whisper.get_decoder().parameters())
 
-    whisper_default = seq2seq.load_seq2seq_model(str(tiny_whisper), None, apply_spec_augment=None)
+    whisper_default = seq2seq_models.load_seq2seq_model(str(tiny_whisper), None, apply_spec_augment=None)
     assert whisper_default.config.apply_spec_augment is False
-    default = seq2seq.load_seq2seq_model(str(warm_started), None, apply_spec_augment=None)
+    default = seq2seq_models.load_seq2seq_model(str(warm_started), None, apply_spec_augment=None)
     assert default.config.encoder.apply_spec_augment is True and default.encoder.masked_spec_embed.requires_grad
-    pair = seq2seq.load_seq2seq_model(str(warm_started), None, apply_spec_augment=False)
+    pair = seq2seq_models.load_seq2seq_model(str(warm_started), None, apply_spec_augment=False)
     assert pair.config.encoder.apply_spec_augment is False
     assert not pair.encoder.masked_spec_embed.requires_grad  # unused: DDP would wait for its gradient
-    seq2seq.freeze(pair, feature_encoder=True, encoder=False)
+    seq2seq_models.freeze(pair, feature_encoder=True, encoder=False)
     assert not any(p.requires_grad for p in pair.encoder.feature_extractor.parameters())
     assert all(p.requires_grad for p in pair.encoder.encoder.parameters())
-    seq2seq.freeze(pair, feature_encoder=False, encoder=True)
+    seq2seq_models.freeze(pair, feature_encoder=False, encoder=True)
     assert not any(p.requires_grad for p in pair.encoder.encoder.parameters())
     assert all(p.requires_grad for p in pair.encoder.adapter.parameters())  # random at start: it must train
 
@@ -368,7 +369,7 @@ def test_collator_strips_the_decoder_start_token_only_when_every_row_has_it() ->
 
 
 def test_metrics_decode_generated_ids_without_special_tokens(warm_started: Path) -> None:
-    tokenizer = seq2seq.load_tokenizer(str(warm_started))
+    tokenizer = seq2seq_models.load_tokenizer(str(warm_started))
     one_two = tokenizer("one two").input_ids
     three = tokenizer("three").input_ids
     ids = np.full((2, len(one_two)), -100)
@@ -445,11 +446,11 @@ def test_every_reference_seq2seq_flag_and_the_seed_commands_parse(caplog: pytest
 
 
 def test_whisper_language_names_and_codes() -> None:
-    assert seq2seq.whisper_language_code("Hindi") == "hi"
-    assert seq2seq.whisper_language_code("hi") == "hi"
-    assert seq2seq.whisper_language_code("<|de|>") == "de"
+    assert seq2seq_models.whisper_language_code("Hindi") == "hi"
+    assert seq2seq_models.whisper_language_code("hi") == "hi"
+    assert seq2seq_models.whisper_language_code("<|de|>") == "de"
     with pytest.raises(ValueError, match="not a Whisper language"):
-        seq2seq.whisper_language_code("xx")
+        seq2seq_models.whisper_language_code("xx")
 
 
 @pytest.mark.parametrize("joint", [[], ["--ctc_weight", "0.3"]], ids=["plain", "joint-ctc"])
@@ -495,7 +496,7 @@ def test_a_decoder_with_more_layers_than_its_configs_encoder_generates(
 
     config["decoder"]["encoder_layers"] = 1  # as saved by other tools
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    model = seq2seq.load_seq2seq_model(str(tmp_path / "model"), None, apply_spec_augment=False)
+    model = seq2seq_models.load_seq2seq_model(str(tmp_path / "model"), None, apply_spec_augment=False)
     features = wav2vec2_feature_extractor()(np.zeros(16_000, np.float32), sampling_rate=16_000, return_tensors="pt")
     assert model.generate(features.input_values, max_new_tokens=4, num_beams=1).shape[1] >= 2
 

@@ -3,7 +3,6 @@
 
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -12,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.cli.seq2seq import main as seq2seq_main
+from asr_finetune.data.shards import local_rows, write_shards
 from asr_finetune.errors import DataError, UsageError
-from asr_finetune.shards import local_rows, write_shards
-from asr_finetune.tiny_models import save_tiny_whisper
+from asr_finetune.tools.tiny_models import save_tiny_whisper
 
 from conftest import REPO, run_on_free_port
 
 CTC = REPO / "scripts" / "run_speech_recognition_ctc_streaming.py"
 SEQ2SEQ = REPO / "scripts" / "run_speech_recognition_seq2seq_streaming.py"
-ctc_main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_ctc.py"), run_name="ctc_script")["main"]
-seq2seq_main = runpy.run_path(str(REPO / "scripts" / "run_speech_recognition_seq2seq.py"), run_name="s2s")["main"]
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,10 @@ def test_what_a_stream_cannot_do_is_refused_at_start(shards: Path, corpus: Path,
 
 def test_processes_read_disjoint_rows_that_cover_the_corpus(shards: Path, caplog: pytest.LogCaptureFixture) -> None:
     """One epoch of each process's stream, as split_dataset_by_node deals it: no row twice, none left out."""
-    from asr_finetune.data import DataArguments
-    from asr_finetune.streaming import SpeechStream, StreamingArguments, StreamPlan, load_stream
-    from asr_finetune.tiny_models import wav2vec2_feature_extractor
+    from asr_finetune.data.arguments import DataArguments
+    from asr_finetune.data.stream_loader import SpeechStream, StreamPlan
+    from asr_finetune.data.streaming import StreamingArguments, load_stream
+    from asr_finetune.tools.tiny_models import wav2vec2_feature_extractor
 
     data_args = DataArguments(dataset_name=str(shards / "parquet"), train_split_name="train")
     split = load_stream(data_args, StreamingArguments(streaming=True, shuffle_buffer_size=5),
@@ -141,7 +141,10 @@ def test_kill_and_rerun_continues_with_the_batches_of_the_uninterrupted_run(
     assert not (killed / "checkpoint-10").exists(), "the run finished before the kill"
     state = json.loads((killed / "checkpoint-5" / "trainer_state.json").read_text())
     saved = state["stateful_callbacks"]["StreamStateCallback"]["attributes"]["processes"][0]
-    assert saved["next_worker"] == 1 and saved["positions"]["0"]["block"] >= 0
+    uninterrupted = json.loads((whole / "checkpoint-5" / "trainer_state.json").read_text())
+    # the killed run saved the very position the uninterrupted run saved at the same step
+    assert saved == uninterrupted["stateful_callbacks"]["StreamStateCallback"]["attributes"]["processes"][0]
+    assert saved["next_worker"] == 1 and "block" in saved["positions"]["0"]
     done = subprocess.run(command(killed), env=env, capture_output=True, text=True, timeout=600)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
@@ -207,8 +210,8 @@ def test_whisper_streams_too(shards: Path, corpus: Path, tmp_path: Path) -> None
 
 
 def test_make_shards_writes_a_split_the_stream_reads_whole(corpus: Path, tmp_path: Path) -> None:
-    from asr_finetune.data import DataArguments
-    from asr_finetune.streaming import open_stream
+    from asr_finetune.data.arguments import DataArguments
+    from asr_finetune.data.streaming import open_stream
 
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_shards.py"), "--dataset_name", str(corpus),
                     "--output_dir", str(tmp_path), "--splits", "test", "--num_shards", "3", "--format", "tar"],
@@ -226,9 +229,9 @@ def test_the_seed_streaming_command_as_published(corpus: Path, tmp_path: Path) -
     model for the Hub ones, 4 steps for 5000, and --fp16 / --push_to_hub left out (no GPU, no Hub here)."""
     from transformers import Wav2Vec2CTCTokenizer
 
-    from asr_finetune.seeds import read_seed
-    from asr_finetune.tiny_models import save_tiny_wav2vec2
-    from asr_finetune.vocab import build_vocab, save_vocab
+    from asr_finetune.data.vocab import build_vocab, save_vocab
+    from asr_finetune.tools.seeds import read_seed
+    from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
 
     seed = read_seed("transformers_ctc_streaming_multi_gpu.sh", REPO / "configs" / "seed_commands")
     assert seed.launcher == "torchrun" and seed.script == "run_speech_recognition_ctc_streaming.py"
@@ -265,7 +268,7 @@ def test_the_reader_runs_ahead_of_training_and_hands_over_its_errors() -> None:
     epoch's end must not stall training); items keep their order; a reading error reaches the training loop."""
     import threading
 
-    from asr_finetune.streaming import read_ahead
+    from asr_finetune.data.stream_loader import read_ahead
 
     second_read = threading.Event()
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_finetune.synthetic import (
+from asr_finetune.tools.synthetic import (
     CORPUS_FILE,
     DIGIT_WORDS,
     METADATA_FILE,

@@ -1,7 +1,7 @@
 from collections import Counter
 
-from asr_finetune.text import TextNormalizer, chars_to_ignore_pattern, infer_case
-from asr_finetune.vocab import build_vocab, load_vocab, missing_characters, save_vocab
+from asr_finetune.data.text import TextNormalizer, chars_to_ignore_pattern, infer_case
+from asr_finetune.data.vocab import build_vocab, load_vocab, missing_characters, save_vocab
 
 RECIPE_CHARS = [",", "?", ".", "!", "-", ";", ":", '"', "“", "%", "‘", "”", "�"]
 
@@ -58,7 +58,7 @@ def test_phonemes_with_espeak() -> None:
 
 
 def test_a_brought_tokenizer_sets_the_case(tmp_path) -> None:
-    from asr_finetune.ctc import load_vocab_tokenizer, normalizer_for
+    from asr_finetune.tasks.ctc import load_vocab_tokenizer, normalizer_for
 
     save_vocab(build_vocab(["ONE TWO"]), tmp_path / "vocab.json")
     upper = load_vocab_tokenizer(tmp_path, unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")

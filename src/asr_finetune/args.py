@@ -7,6 +7,7 @@ translated here, in one table, with one log line each.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .errors import UsageError
+from asr_finetune.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +189,52 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
     return out, notes
 
 
+TRAINER_GROUP = "Trainer (transformers' TrainingArguments)"
+HELP_OVERRIDES = {
+    "resume_from_checkpoint": "Default: resume from the newest complete checkpoint in --output_dir (a rerun of a "
+    "command goes on where it stopped, or reports that it is complete). A checkpoint folder: resume from it. "
+    "true/latest: the newest, an error if there is none. false/no/none/fresh: start fresh from the model, "
+    "ignoring the checkpoints in --output_dir (as --overwrite_output_dir did).",
+}
+
+
+def build_parser(
+    dataclass_types: Sequence[type], extra_help: dict[str, dict[str, str]] | None = None
+) -> HfArgumentParser:
+    """The parser of a script, its ``--help`` in sections: each of our argument groups under its heading, the
+    legacy flags we translate, ``extra_help`` (title -> {flag: help}, e.g. the Gaudi flags), the Trainer's last."""
+    # No abbreviations: argparse would take --learning_rat for --learning_rate (and --do for whichever it likes).
+    parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
+    parser.usage = "%(prog)s [--flag VALUE ...]  |  %(prog)s FLAGS.json  (every flag of every section below)"
+    trainer = parser.add_argument_group(TRAINER_GROUP)
+    for action in list(parser._optionals._group_actions):  # fields of dataclasses without a group: the Trainer's
+        if action.dest != "help":
+            parser._optionals._group_actions.remove(action)
+            trainer._group_actions.append(action)
+    for action in parser._actions:
+        if action.dest in HELP_OVERRIDES:
+            action.help = HELP_OVERRIDES[action.dest]
+        flag = action.option_strings[0] if action.option_strings else ""
+        if flag.startswith("--no_") and action.dest == flag[5:]:  # HfArgumentParser's "--no_X" copies X's help
+            action.help = f"Turn --{action.dest} off."
+    # Listed for --help only: they are translated (or refused) before parsing, never parsed themselves.
+    fields = {f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
+    legacy = {old: flag.message.format(value="VALUE") for old, flag in _active_legacy_flags(fields).items()}
+    sections = {"Flags of older transformers, translated (one log line each)": legacy, **(extra_help or {})}
+    for title, flags in sections.items():
+        group = parser.add_argument_group(title)
+        for name, text in flags.items():
+            if f"--{name}" not in parser._option_string_actions:
+                group.add_argument(f"--{name}", dest=f"_help_only_{name}", help=text, metavar="VALUE", nargs="?",
+                                   default=argparse.SUPPRESS)
+    parser._action_groups.append(parser._action_groups.pop(parser._action_groups.index(trainer)))
+    return parser
+
+
 def parse_args(
-    dataclass_types: Sequence[type], argv: Sequence[str] | CommandLine | None = None
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | CommandLine | None = None,
+    extra_help: dict[str, dict[str, str]] | None = None,
 ) -> tuple[Any, ...]:
     """Parse a command line (or one .json file) into the given dataclasses, translating legacy flags."""
     command = argv if isinstance(argv, CommandLine) else CommandLine.read(argv)
@@ -197,8 +242,7 @@ def parse_args(
     training_fields = {
         f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)
     }
-    # No abbreviations: argparse would take --learning_rat for --learning_rate (and --do for whichever it likes).
-    parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
+    parser = build_parser(dataclass_types, extra_help)
     try:
         if command.config is not None:
             config, notes = translate_legacy_dict(command.config, training_fields)

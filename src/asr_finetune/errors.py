@@ -1,6 +1,6 @@
 """The one error type for user mistakes: bad flags, bad data, an impossible request, a busy output dir.
 
-Entry scripts end such a run with the message on one line and exit status 2 (see :func:`asr_finetune.run.run_cli`),
+Entry scripts end such a run with the message on one line and exit status 2 (see :func:`asr_finetune.cli.run.run_cli`),
 never with a traceback: the message itself names the flag, file or row and says what to do.
 """
 

@@ -1,0 +1,140 @@
+"""One output_dir, one run: a lock file naming the run that holds it (pid, host, start time, command).
+
+A second run started in the same output_dir would otherwise interleave its checkpoints with the first one's and
+silently replace them. A lock whose process is gone (same host, pid no longer running) is stale and taken over.
+The file name starts with "_" so that the Trainer's push to the Hub leaves it out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from asr_finetune.errors import UsageError
+from asr_finetune.training.redaction import redact_argv
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LOCK_FILE = "_asr_finetune.lock"
+_held: list[Path] = []
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _holder_is_gone(holder: dict[str, Any] | None, path: Path) -> bool:
+    if holder is None:  # unreadable: a run that died while writing it, unless it is being written right now
+        try:
+            return time.time() - path.stat().st_mtime > 10
+        except OSError:
+            return True
+    if holder.get("host") != socket.gethostname():
+        return False  # cannot tell from here
+    return not _pid_running(int(holder.get("pid", -1)))
+
+
+def acquire(output_dir: str | Path) -> Path:
+    """Take the lock of ``output_dir`` for this process, or raise UsageError naming the run that holds it."""
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(redact_argv(sys.argv)),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read(path)
+            if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                break  # this process took it already (main() called again in one interpreter)
+            if not _holder_is_gone(holder, path):
+                who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                       if holder else "a run that is starting")
+                raise UsageError(
+                    f"{directory} is in use by another run ({who}). Wait for it to finish or use another "
+                    f"--output_dir. If that run is gone (its machine crashed), delete {path}."
+                ) from None
+            logger.warning("Taking over the stale lock of %s (%s: no longer running).", directory,
+                           f"pid {holder.get('pid')}" if holder else "unreadable lock file")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        break
+    else:
+        raise UsageError(f"Could not take the lock {path}: another run keeps replacing it.")
+    if path not in _held:
+        _held.append(path)
+    return path
+
+
+def release_all() -> None:
+    """Remove the locks this process holds (at exit, or when an entry script ends)."""
+    while _held:
+        path = _held.pop()
+        holder = _read(path)
+        if holder and holder.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+atexit.register(release_all)
+
+
+def releases_output_dir(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate an entry script's ``main``: the lock it took is released when it returns or fails."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return main(*args, **kwargs)
+        finally:
+            release_all()
+
+    return wrapper
+
+
+def lock_output_dir(output_dir: str | Path, is_main_process: bool) -> None:
+    """The main process takes the lock; every process of a distributed run learns the outcome and stops alike."""
+    error = None
+    if is_main_process:
+        try:
+            acquire(output_dir)
+        except UsageError as err:
+            error = str(err)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error:
+        raise UsageError(error)

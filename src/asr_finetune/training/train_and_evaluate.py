@@ -1,0 +1,180 @@
+"""Train and evaluate with a built Trainer: resume or report a finished run, publish the final model atomically,
+evaluate with a per-utterance report (eval_predictions.jsonl)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from asr_finetune.data.report import DATA_REPORT_FILE
+from asr_finetune.evaluation.metrics import utterance_report
+from asr_finetune.files import write_json, write_jsonl
+from asr_finetune.training.checkpoints import checkpoint_problem, read_state
+from asr_finetune.training.memory import peak_memory
+from asr_finetune.training.outputs import PARTIAL_DIR, disk_errors, publish_files
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "eval_predictions.jsonl"
+DATASET_ROW = "dataset_row"
+"""Column of the evaluation split: each clip's row in the dataset (evaluation runs longest first)."""
+
+
+def save_final_model(trainer: Any) -> None:
+    """Save model + processor to output_dir through a staging folder (never a half-written model)."""
+    output_dir = Path(trainer.args.output_dir)
+    staging = output_dir / PARTIAL_DIR
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        publish_files(staging, output_dir)
+
+
+def finished_state(args: Any, checkpoint: str | None) -> dict[str, Any] | None:
+    """The state of ``checkpoint`` when it already holds everything this command asks to train, else None.
+
+    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs.
+    """
+    state = read_state(checkpoint) if checkpoint else None
+    if state is None:
+        return None
+    step = state.get("global_step", 0)
+    if args.max_steps > 0:
+        done = step >= args.max_steps
+    else:
+        planned = state.get("max_steps", float("inf"))
+        done = step >= planned and state.get("num_train_epochs", 0) >= args.num_train_epochs
+    return state if done else None
+
+
+def final_model_published(output_dir: str | Path, step: int) -> bool:
+    """True when output_dir holds the complete final model of step ``step`` (the last thing a run writes)."""
+    output_dir = Path(output_dir)
+    state = read_state(output_dir)
+    return (
+        state is not None
+        and state.get("global_step") == step
+        and checkpoint_problem(output_dir) is None
+        and not (output_dir / PARTIAL_DIR).exists()
+    )
+
+
+def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str, float]:
+    """Train (resuming if asked), publish the final model, and save train metrics including throughput.
+
+    A rerun of a finished command trains nothing: it says so, loads the last checkpoint's weights (for the
+    evaluation that may follow), and publishes the final model only if a kill cut that short.
+    """
+    done = finished_state(trainer.args, resume_from_checkpoint)
+    if done is not None:
+        return _finish_complete_run(trainer, resume_from_checkpoint, done)
+    with disk_errors(trainer.args.output_dir):
+        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        save_final_model(trainer)
+    metrics = dict(result.metrics)
+    totals = trainer.throughput.totals()
+    totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
+    totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
+    totals.update(_stream_totals(trainer))
+    totals.update(peak_memory())
+    metrics.update({f"train_{name}": value for name, value in totals.items()})
+    trainer.log_metrics("train", metrics)
+    with disk_errors(trainer.args.output_dir):
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    return metrics
+
+
+def _stream_totals(trainer: Any) -> dict[str, Any]:
+    """A streamed train split's figures over all processes (rows read, dropped per reason); also added to
+    data_report.json. Empty for a map-style split."""
+    progress = getattr(trainer.train_dataset, "progress", None)
+    if progress is None:
+        return {}
+    states = [progress.state()]
+    if trainer.args.world_size > 1:
+        from accelerate.utils import gather_object
+
+        states = gather_object(states)
+    dropped: dict[str, int] = {}
+    for state in states:
+        for reason, count in state["drops"].items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    totals = {"stream_rows_read": sum(state["rows_read"] for state in states),
+              "stream_rows_dropped": sum(dropped.values())}
+    if trainer.is_world_process_zero():
+        report = Path(trainer.args.output_dir) / DATA_REPORT_FILE
+        content = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+        content.setdefault("train", {}).update(rows_read=totals["stream_rows_read"], dropped=dropped)
+        write_json(content, report)
+    return totals
+
+
+def _sum_over_processes(trainer: Any, value: int) -> int:
+    if trainer.args.world_size <= 1:
+        return value
+    import torch
+
+    return int(trainer.accelerator.reduce(torch.tensor([value], device=trainer.args.device), "sum")[0])
+
+
+def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -> dict[str, float]:
+    from transformers import TrainerState
+
+    output_dir = trainer.args.output_dir
+    step = state.get("global_step", 0)
+    trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
+    # The run's history, so what follows (evaluation, training_curves.png) continues it instead of starting at step 0.
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    if final_model_published(output_dir, step):
+        logger.warning(
+            "Training is already complete: %s is step %d of %d. The model in %s is left as it is. To train again "
+            "pass --resume_from_checkpoint false (or --overwrite_output_dir); to go on, a larger --max_steps.",
+            checkpoint, step, state.get("max_steps", step), output_dir,
+        )
+    else:
+        logger.warning("Training is complete (%s) but the final model was not published (cut off while saving): "
+                       "publishing it now from that checkpoint.", checkpoint)
+        with disk_errors(output_dir):
+            save_final_model(trainer)
+            trainer.save_state()
+    previous = Path(output_dir) / "train_results.json"
+    try:
+        return json.loads(previous.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"global_step": step}
+
+
+def evaluate_and_report(trainer: Any, metrics: Any) -> dict[str, float]:
+    """Evaluate once on the trainer's eval dataset; log and save the metrics and write one line per utterance to
+    eval_predictions.jsonl.
+
+    ``metrics`` is the Trainer's compute_metrics object: it holds the references, and after prediction the
+    ``hypotheses``.
+    """
+    eval_dataset, references = trainer.eval_dataset, metrics.references
+    output = trainer.predict(eval_dataset, metric_key_prefix="eval")
+    results = dict(output.metrics)
+    trainer.log_metrics("eval", results)
+    trainer.save_metrics("eval", results)
+    if trainer.is_world_process_zero():
+        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
+        rows = in_dataset_order(rows, eval_dataset)
+        write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
+        worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
+        for row in worst:
+            if row["errors"]:
+                logger.info(
+                    "  %d errors in %s: ref=%r hyp=%r", row["errors"], row["id"], row["reference"], row["hypothesis"]
+                )
+        logger.info("Per-utterance results: %s", Path(trainer.args.output_dir) / PREDICTIONS_FILE)
+    return results
+
+
+def in_dataset_order(rows: list[dict[str, Any]], eval_dataset: Any) -> list[dict[str, Any]]:
+    """Per-utterance rows of the (longest-first) evaluation back in the dataset's order."""
+    places = getattr(eval_dataset, "rows", None)
+    if places is None or DATASET_ROW not in places.column_names:
+        return rows
+    return [row for _, row in sorted(zip(places[DATASET_ROW], rows, strict=True), key=lambda pair: pair[0])]

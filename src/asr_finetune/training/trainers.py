@@ -1,0 +1,203 @@
+"""Our Trainer classes: what they add to the stock ones (duration-bucket sampling, evaluation in dataset order,
+throughput, the non-finite guard, curves, static shapes under torch.compile), and the private hooks they override."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, SequentialSampler
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from asr_finetune.data.collators import IDS_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
+from asr_finetune.data.sampling import STATIC_BUCKETS
+from asr_finetune.data.streaming import POSITION_KEY
+from asr_finetune.errors import UsageError
+from asr_finetune.files import give_default_mode
+from asr_finetune.models.joint_ctc import JointCTCMixin
+from asr_finetune.training.curves import TrainingCurvesCallback
+from asr_finetune.training.eval_steps import CTCEvalMixin, Seq2SeqEvalMixin
+from asr_finetune.training.nonfinite import NonFiniteGuard, check_weights_finite
+from asr_finetune.training.redaction import secrets_removed
+from asr_finetune.training.throughput import ThroughputMeter
+
+logger = logging.getLogger(__name__)
+
+
+def wants_length_grouping(args: Any) -> bool:
+    """True for ``--train_sampling_strategy group_by_length`` (5.x) or ``--group_by_length`` (4.x)."""
+    return getattr(args, "train_sampling_strategy", None) == "group_by_length" or bool(
+        getattr(args, "group_by_length", False)
+    )
+
+
+PRIVATE_TRAINER_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "_prepare_inputs", "_save",
+                         "_load_from_checkpoint", "get_batch_samples")
+"""Trainer internals we override or call (checked against transformers 4.55 and 5.24): ``_get_train_sampler``
+(length grouping by header durations), ``_get_eval_sampler`` (evaluation in dataset order), ``_prepare_inputs``
+(throughput and clip ids out of the batch), ``_save`` (finite weights, no token in training_args.bin),
+``_load_from_checkpoint`` (the weights of a finished run, :mod:`asr_finetune.tasks.finetuning`), ``get_batch_samples``
+(loader wait). tests/test_backends.py fails when transformers renames one of them."""
+
+
+def compile_per_shape(buckets: int) -> None:
+    """torch.compile settings for ``--static_shapes``: room for every shape of train and evaluation batches (two
+    batch sizes per bucket, and evaluation's) before dynamo gives up and runs eager. With :func:`mark_static`
+    on each batch, each shape gets a static graph of its own."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, limit_name, max(getattr(config, limit_name), 4 * buckets + 8))
+    logger.info("torch.compile: a static graph per input shape, up to %d shapes.", getattr(config, limit_name))
+
+
+def mark_static(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Tell dynamo that the batch's tensors have static shapes, so a new shape compiles a graph of its own instead
+    of a dynamic one (its default at the second shape). Only the inputs: tensors derived from the data inside
+    the model (the CTC loss's flattened targets) may still go dynamic, which saves a compile per batch there."""
+    import torch._dynamo
+
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor):
+            torch._dynamo.mark_static(value)
+    return inputs
+
+
+class SpeechSamplingMixin:
+    """What our trainers add to the stock ones.
+
+    - Training batches from duration buckets (``batching``), or grouped by header durations: the stock Trainer
+      computes lengths by decoding every clip (hours on a large corpus).
+    - Evaluation always in dataset order: transformers 5.x length-groups the evaluation set too, which
+      scrambles the order of the predictions.
+    - Throughput accounting: audio seconds per second, padding fraction, loader wait share, in every training
+      log line and in ``throughput.totals()``.
+    - ``training_curves.png`` in the output dir, redrawn at each evaluation (:mod:`asr_finetune.training.curves`).
+    """
+
+    def __init__(
+        self, *args: Any, batching: Any = None, on_nonfinite_loss: str = "stop", **kwargs: Any
+    ) -> None:
+        self.batching = batching
+        self.throughput = ThroughputMeter()
+        self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
+        super().__init__(*args, **kwargs)
+        self.static_compile = bool(batching is not None and batching.static_shapes and self.args.torch_compile)
+        if self.static_compile:
+            compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
+        self.add_callback(_NonFiniteCallback(self))
+        self.add_callback(TrainingCurvesCallback())
+
+    def get_train_dataloader(self) -> DataLoader:
+        if hasattr(self.train_dataset, "loader"):  # a stream (asr_finetune.data.streaming): it makes its own batches
+            return self.train_dataset.loader(self.data_collator, self.args)
+        if not (self.batching is not None and self.batching.enabled):
+            return super().get_train_dataloader()
+        args = self.args
+        sampler = self.batching.sampler(
+            self.train_dataset.durations,
+            args.per_device_train_batch_size,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            num_replicas=args.world_size,
+            rank=args.process_index,
+            drop_last=args.dataloader_drop_last,
+        )
+        # evaluation batches are padded to the same lengths, so a compiled model meets no new shapes there either
+        self.data_collator = static_collator(self.data_collator, sampler)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+        )
+        prepared = self.accelerator.prepare(loader)
+        # The sampler already gives each rank its own batches: make accelerate's sharding wrapper a pass-through.
+        shard = getattr(prepared, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return prepared
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        durations = getattr(dataset, "durations", None)
+        if durations is not None and wants_length_grouping(self.args):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=durations
+            )
+        if wants_length_grouping(self.args) and durations is None:
+            raise UsageError("Length grouping needs a dataset with header durations (asr_finetune SpeechDataset).")
+        return super()._get_train_sampler(train_dataset) if train_dataset is not None else super()._get_train_sampler()
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        return SequentialSampler(eval_dataset)
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs.pop(POSITION_KEY, None)  # where a streamed batch came from (recorded by its loader)
+        stats = [inputs.pop(key, None) for key in STAT_KEYS]
+        ids, skipped = inputs.pop(IDS_KEY, None), inputs.pop(SKIPPED_KEY, 0)
+        if stats[0] is not None and self.model.training:
+            self.throughput.add_batch(float(stats[0]), float(stats[1]), int(skipped))
+            self.nonfinite.add_batch(ids)
+        inputs = super()._prepare_inputs(inputs)
+        return mark_static(inputs) if self.static_compile else inputs
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        self.nonfinite.add_loss(float(loss.detach()))
+        return loss
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        """Every model save (checkpoints, final model) passes here: refuse NaN/inf weights, and keep the Hub token
+        out of training_args.bin (checked against transformers 4.55 and 5.24)."""
+        check_weights_finite(self.model, output_dir or self.args.output_dir)
+        with secrets_removed(self.args):
+            super()._save(output_dir, state_dict=state_dict)
+        give_default_mode(output_dir or self.args.output_dir)
+
+    def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        batches = super().get_batch_samples(*args, **kwargs)
+        self.throughput.add_wait(time.perf_counter() - started)
+        return batches
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            window = self.throughput.window()
+            if self.args.world_size > 1:
+                summed = self.accelerator.reduce(torch.tensor([window["audio_seconds_per_second"]]), "sum")
+                window["audio_seconds_per_second"] = round(float(summed[0]), 3)
+            logs.update(window)
+            if self.throughput.bad_rows_skipped:
+                logs["bad_rows_skipped"] = self.throughput.bad_rows_skipped
+            if self.nonfinite.skipped_steps:
+                logs["nonfinite_steps_skipped"] = self.nonfinite.skipped_steps
+        super().log(logs, *args, **kwargs)
+
+
+class _NonFiniteCallback(TrainerCallback):
+    """Checks the gradients between clipping and the optimizer step (the Trainer's ``on_pre_optimizer_step``)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.nonfinite.start_step()
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.nonfinite.check(self.trainer.model.parameters(), state.global_step + 1)
+
+
+class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
+    """Trainer for CTC models."""
+
+
+class SpeechSeq2SeqTrainer(Seq2SeqEvalMixin, JointCTCMixin, SpeechSamplingMixin, Seq2SeqTrainer):
+    """Trainer for encoder-decoder models (generation in evaluation, optional joint CTC loss)."""
