@@ -4,4 +4,4 @@
 #   ./run_examples.sh NAME [--nproc N] [--dry-run] [-- extra script flags]
 set -euo pipefail
 cd "$(dirname "$0")"
-exec python -m asr_finetune.recipes "$@"
+exec python -m asr_finetune.tools.recipes "$@"

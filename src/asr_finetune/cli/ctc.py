@@ -58,15 +58,5 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     )
 
 
-def console(streaming: bool = False) -> None:
-    """The console command: :func:`main` on this process's command line, under :func:`run_cli`."""
-    run_cli(lambda: main(streaming=streaming))
-
-
-def console_streaming() -> None:
-    """``--streaming`` on, for the command lines of the reference run_speech_recognition_ctc_streaming.py."""
-    console(streaming=True)
-
-
 if __name__ == "__main__":
-    console()
+    run_cli(main)

@@ -72,10 +72,5 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def console() -> None:
-    """The console command: :func:`main` on this process's command line, under :func:`run_cli`."""
-    run_cli(main)
-
-
 if __name__ == "__main__":
-    console()
+    run_cli(main)
