@@ -40,6 +40,7 @@ from asr_finetune.training.backends import (
 from asr_finetune.training.checkpoints import resume_point
 from asr_finetune.training.launch import prepare_launch_environment, set_cpu_threads
 from asr_finetune.training.outputs import check_hub_access, write_model_card
+from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
 from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, train_and_save
 from asr_finetune.training.trainers import wants_length_grouping
@@ -62,6 +63,7 @@ class FineTuning:
     pretrained: dict[str, Any]
     dtype: Any
     run_eval: bool
+    run_flags: dict[str, Any]
 
     @property
     def is_main_process(self) -> bool:
@@ -92,10 +94,13 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     resume = prepare_run(training_args)
+    flags = run_flags(task.name, model_args, training_args)
+    if resume:
+        check_resume_flags(resume, flags)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
     return FineTuning(model_args, data_args, batching_args, streaming_args, training_args, backend, command.argv,
-                      resume, pretrained, dtype, run_eval)
+                      resume, pretrained, dtype, run_eval, flags)
 
 
 def evaluation_requested(training_args: Any) -> bool:
@@ -149,6 +154,7 @@ def build_trainer(
         compute_metrics=metrics,
         batching=run.batching_args,
         on_nonfinite_loss=run.data_args.on_nonfinite_loss,
+        run_flags=run.run_flags,
         **trainer_kwargs,
     )
     if is_stream(splits.get("train")):

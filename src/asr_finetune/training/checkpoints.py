@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last, after weig
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
 )
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # optimizer.pt, scheduler.pt, rng_state*.pth, training_args.bin, ...
 FRESH_VALUES = ("false", "no", "none", "0", "fresh")
 
 
@@ -46,9 +48,23 @@ def safetensors_complete(path: Path) -> bool:
     return 8 + header_size + max(ends, default=0) <= size
 
 
+def torch_file_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file (a zip archive) cannot be loaded, or None: empty, or cut short (no zip directory at
+    its end, or members reaching past it)."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path.name} is empty"
+        with zipfile.ZipFile(path) as archive:
+            end = max((info.header_offset + info.compress_size for info in archive.infolist()), default=0)
+    except (OSError, zipfile.BadZipFile):
+        return f"{path.name} is cut off or not a torch file"
+    return f"{path.name} is cut off" if end > size else None
+
+
 def checkpoint_problem(checkpoint: str | Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from, or None when it is complete: its state parses and its
-    weights are all there."""
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete: its state parses, its weights
+    are all there, and every torch file in it (optimizer, scheduler, RNG states, arguments) is whole."""
     path = Path(checkpoint)
     if read_state(path) is None:
         state = path / COMPLETE_MARKER
@@ -61,6 +77,10 @@ def checkpoint_problem(checkpoint: str | Path) -> str | None:
             return f"{weight.name} is cut off"
         if weight.stat().st_size == 0:
             return f"{weight.name} is empty"
+    for torch_file in sorted(p for p in path.iterdir() if p.suffix in TORCH_SUFFIXES and p.is_file()):
+        problem = torch_file_problem(torch_file)
+        if problem:
+            return problem
     return None
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_finetune.data.report import DATA_REPORT_FILE
+from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.metrics import utterance_report
 from asr_finetune.files import write_json, write_jsonl
 from asr_finetune.training.checkpoints import checkpoint_problem, read_state
@@ -70,7 +71,16 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     if done is not None:
         return _finish_complete_run(trainer, resume_from_checkpoint, done)
     with disk_errors(trainer.args.output_dir):
-        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        except RuntimeError as err:
+            mismatch = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
+            if resume_from_checkpoint is None or mismatch is None:
+                raise
+            raise UsageError(
+                f"{resume_from_checkpoint} holds a model of another shape than this command's ({mismatch}). Start "
+                "fresh with --resume_from_checkpoint false, or use another --output_dir."
+            ) from None
         save_final_model(trainer)
     metrics = dict(result.metrics)
     totals = trainer.throughput.totals()

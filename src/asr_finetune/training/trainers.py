@@ -22,6 +22,7 @@ from asr_finetune.training.curves import TrainingCurvesCallback
 from asr_finetune.training.eval_steps import CTCEvalMixin, Seq2SeqEvalMixin
 from asr_finetune.training.nonfinite import NonFiniteGuard, check_weights_finite
 from asr_finetune.training.redaction import secrets_removed
+from asr_finetune.training.run_flags import write_run_flags
 from asr_finetune.training.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,15 @@ class SpeechSamplingMixin:
     """
 
     def __init__(
-        self, *args: Any, batching: Any = None, on_nonfinite_loss: str = "stop", **kwargs: Any
+        self,
+        *args: Any,
+        batching: Any = None,
+        on_nonfinite_loss: str = "stop",
+        run_flags: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         self.batching = batching
+        self.run_flags = run_flags
         self.throughput = ThroughputMeter()
         self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
@@ -160,6 +167,8 @@ class SpeechSamplingMixin:
         check_weights_finite(self.model, output_dir or self.args.output_dir)
         with secrets_removed(self.args):
             super()._save(output_dir, state_dict=state_dict)
+        if self.run_flags is not None:  # before the checkpoint's trainer_state.json: part of a complete checkpoint
+            write_run_flags(output_dir or self.args.output_dir, self.run_flags)
         give_default_mode(output_dir or self.args.output_dir)
 
     def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:

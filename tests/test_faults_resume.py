@@ -1,0 +1,134 @@
+"""Hostile input, round 2 (issue 23): resumes that must not silently ignore what changed, and checkpoints that are
+only partly there. Each test is named after its case in the issue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from test_faults import ctc_args
+
+from asr_finetune.cli.ctc import main as ctc_main
+from asr_finetune.errors import UsageError
+from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
+from asr_finetune.training.run_flags import RUN_FLAGS_FILE
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``o_ref``: a finished CTC run of 4 steps with a checkpoint every 2."""
+    output_dir = tmp_path_factory.mktemp("reference") / "run"
+    ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "4", "--save_steps", "2",
+                      "--seed", "0"))  # fmt: skip
+    return output_dir
+
+
+def copy_of(reference: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(reference, target)
+    return target
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file() and not p.name.startswith("_")}
+
+
+def test_every_checkpoint_records_the_flags_it_was_trained_with(reference: Path, tiny_model: Path) -> None:
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        flags = json.loads((reference / checkpoint / RUN_FLAGS_FILE).read_text())
+        assert flags["task"] == "ctc" and flags["model_name_or_path"] == str(tiny_model)
+        assert flags["learning_rate"] == 5e-3 and flags["lr_scheduler_type"] == "linear"
+
+
+def test_case01_resume_with_another_tokenizer_is_refused_and_the_vocab_kept(
+    reference: Path, tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    other = tmp_path / "other-tokenizer"
+    other.mkdir()
+    for name in ("vocab.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (reference / name).is_file():
+            shutil.copy(reference / name, other / name)
+    vocab = json.loads((other / "vocab.json").read_text())
+    letters = [token for token in vocab if len(token) == 1 and token.isalpha()][:2]
+    kept = [token for token in vocab if token not in letters]
+    (other / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(kept)}))
+    before = snapshot(output_dir)
+    with pytest.raises(UsageError, match=r"--tokenizer_name_or_path .*other-tokenizer \(the checkpoint: None\)"):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "2",
+                          "--seed", "0", "--tokenizer_name_or_path", str(other)))  # fmt: skip
+    assert snapshot(output_dir) == before  # vocab.json, config.json: nothing written
+
+
+def test_case02_resume_with_another_model_of_the_same_shape_is_refused(
+    reference: Path, corpus: Path, tmp_path: Path
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    other = save_tiny_wav2vec2(tmp_path / "other-model", seed=5, hidden_size=32, layers=2, conv_channels=32)
+    with pytest.raises(UsageError, match=r"--model_name_or_path .*other-model \(the checkpoint: .*\)"):
+        ctc_main(ctc_args(other, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "2",
+                          "--seed", "0"))  # fmt: skip
+
+
+@pytest.mark.parametrize("flag, value, shown", [("--learning_rate", "1e-3", "0.001"),
+                                                ("--lr_scheduler_type", "constant", "constant"),
+                                                ("--per_device_train_batch_size", "2", "2")])  # fmt: skip
+def test_case03_resume_with_another_learning_rate_or_schedule_is_refused(
+    reference: Path, tiny_model: Path, corpus: Path, tmp_path: Path, flag: str, value: str, shown: str
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    args = ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "2",
+                    "--seed", "0")  # fmt: skip
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    with pytest.raises(UsageError, match=rf"{flag} {shown} \(the checkpoint: .*--resume_from_checkpoint false"):
+        ctc_main(args)
+    assert not (output_dir / "checkpoint-6").exists()
+
+
+def test_unchanged_flags_and_a_larger_max_steps_go_on(
+    reference: Path, tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "2",
+                          "--seed", "0"))  # fmt: skip
+    assert "Resuming from" in caplog.text and "checkpoint-4" in caplog.text
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 6
+
+
+@pytest.mark.parametrize("damage", ["truncated optimizer.pt", "empty rng_state.pth"])
+def test_case11_a_checkpoint_with_a_broken_torch_file_is_skipped(
+    reference: Path, tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    latest = output_dir / "checkpoint-4"
+    if damage.startswith("truncated"):
+        data = (latest / "optimizer.pt").read_bytes()
+        (latest / "optimizer.pt").write_bytes(data[: len(data) // 2])
+    else:
+        (latest / "rng_state.pth").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "4", "--save_steps", "2",
+                          "--seed", "0"))  # fmt: skip
+    assert "checkpoint-4" in caplog.text and ("cut off" in caplog.text or "empty" in caplog.text)
+    assert "Resuming from" in caplog.text and str(output_dir / "checkpoint-2") in caplog.text
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_case12_another_architecture_under_the_same_model_path_is_one_line(
+    corpus: Path, tmp_path: Path
+) -> None:
+    model = save_tiny_wav2vec2(tmp_path / "model", hidden_size=32, layers=2, conv_channels=32)
+    output_dir = tmp_path / "run"
+    ctc_main(ctc_args(model, corpus, output_dir, "--do_train", "--max_steps", "2", "--save_steps", "2"))
+    shutil.rmtree(model)
+    save_tiny_wav2vec2(model, hidden_size=48, layers=2, conv_channels=32)  # same path, another shape
+    with pytest.raises(UsageError, match=r"checkpoint-2 holds a model of another shape .*size mismatch.*"
+                                         r"--resume_from_checkpoint false"):  # fmt: skip
+        ctc_main(ctc_args(model, corpus, output_dir, "--do_train", "--max_steps", "4", "--save_steps", "2"))
