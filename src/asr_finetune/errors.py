@@ -15,6 +15,16 @@ class DataError(UsageError):
     """Bad input data; the message names the file, split, column or row and says what to do."""
 
 
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM, SIGUSR1, Ctrl-C); the message says what was saved and how to go on. The
+    command exits with ``128 + signal`` (143 for SIGTERM), what shells and schedulers read as "killed by that
+    signal": a requeued job reruns the command and resumes."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.status = 128 + signum
+
+
 def one_line(err: BaseException) -> str:
     """The user-facing text of an error, also when it crossed a DataLoader worker (which wraps the traceback in)."""
     text = str(err)

@@ -21,6 +21,7 @@ from asr_finetune.models.joint_ctc import JointCTCMixin
 from asr_finetune.training.curves import TrainingCurvesCallback
 from asr_finetune.training.eval_steps import CTCEvalMixin, Seq2SeqEvalMixin
 from asr_finetune.training.nonfinite import NonFiniteGuard, check_weights_finite
+from asr_finetune.training.preemption import StopRequest, StopRequestCallback
 from asr_finetune.training.redaction import secrets_removed
 from asr_finetune.training.run_flags import write_run_flags
 from asr_finetune.training.throughput import ThroughputMeter
@@ -96,6 +97,9 @@ class SpeechSamplingMixin:
         self.static_compile = bool(batching is not None and batching.static_shapes and self.args.torch_compile)
         if self.static_compile:
             compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
+        self.stop_request = StopRequest()
+        self.stop_request.install()
+        self.add_callback(StopRequestCallback(self, self.stop_request))
         self.add_callback(_NonFiniteCallback(self))
         self.add_callback(TrainingCurvesCallback())
 

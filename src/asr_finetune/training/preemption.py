@@ -1,0 +1,76 @@
+"""Stopping on request: SIGTERM (what Slurm and Kubernetes send before they kill), SIGUSR1 (Slurm's
+``--signal=USR1@90``) and Ctrl-C. During training the current step is finished, a complete checkpoint written and the
+run ends with :class:`~asr_finetune.errors.Stopped` (exit ``128 + signal``); a rerun resumes from that checkpoint.
+Outside training, or asked a second time, it stops at once with the same one-line exit. With several processes the
+request is shared at the end of every step, so all of them stop after the same step."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from asr_finetune.errors import Stopped
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class StopRequest:
+    """Signal handlers that record a stop request while training runs, and stop at once otherwise."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.training = False
+        self.stopped_at: int | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for signum in SIGNALS:
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.training or self.signum is not None:
+            raise Stopped(f"{name}: stopped at once; the last complete checkpoint is kept. Rerun the command to "
+                          "resume.", signum)  # fmt: skip
+        self.signum = signum
+        logger.warning("%s: finishing this step and saving a checkpoint before stopping (send it again to stop at "
+                       "once).", name)  # fmt: skip
+
+    def raise_if_stopped(self, output_dir: str) -> None:
+        """After training returned: end the run if it stopped on request (nothing published as final)."""
+        if self.stopped_at is None:
+            return
+        signum = self.signum if self.signum is not None else signal.SIGTERM  # another process was asked
+        raise Stopped(f"{signal.Signals(signum).name}: stopped after step {self.stopped_at}; "
+                      f"{output_dir}/checkpoint-{self.stopped_at} is saved. Rerun the same command to resume.", signum)
+
+
+class StopRequestCallback(TrainerCallback):
+    """Turns a recorded stop request into the Trainer's save-and-stop at the end of the current step."""
+
+    def __init__(self, trainer: Any, request: StopRequest) -> None:
+        self.trainer = trainer
+        self.request = request
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.training = True
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        stop = self.request.signum is not None
+        if args.world_size > 1:  # every process stops after the same step, or the save's collectives would hang
+            flag = torch.tensor([float(stop)], device=args.device)
+            stop = bool(self.trainer.accelerator.reduce(flag, reduction="sum").item() > 0)
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True
+            self.request.stopped_at = state.global_step
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.training = False
