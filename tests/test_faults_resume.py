@@ -132,3 +132,39 @@ def test_case12_another_architecture_under_the_same_model_path_is_one_line(
     with pytest.raises(UsageError, match=r"checkpoint-2 holds a model of another shape .*size mismatch.*"
                                          r"--resume_from_checkpoint false"):  # fmt: skip
         ctc_main(ctc_args(model, corpus, output_dir, "--do_train", "--max_steps", "4", "--save_steps", "2"))
+
+
+def _contend(directory: str, start, done, results) -> None:
+    from asr_finetune.training.run_lock import acquire
+
+    start.wait()
+    try:
+        acquire(directory)
+        results.put("held")
+    except UsageError:
+        results.put("refused")
+    done.wait()  # a winner keeps its lock (and its live pid) until every process has tried
+
+
+def test_case06_a_stale_lock_is_taken_over_by_exactly_one_of_six_processes(tmp_path: Path) -> None:
+    import multiprocessing
+    import socket
+
+    from asr_finetune.training.run_lock import LOCK_FILE
+
+    context = multiprocessing.get_context("fork")
+    dead = context.Process(target=lambda: None)
+    dead.start()
+    dead.join()  # a pid that ran here and is gone
+    for trial in range(50):  # the race hit 4 of 100 trials before the takeover guard
+        directory = tmp_path / f"out{trial}"
+        directory.mkdir()
+        (directory / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+        start, done, results = context.Barrier(6), context.Barrier(6), context.Queue()
+        workers = [context.Process(target=_contend, args=(str(directory), start, done, results)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        outcomes = sorted(results.get(timeout=60) for _ in workers)
+        for worker in workers:
+            worker.join(timeout=60)
+        assert outcomes == ["held"] + ["refused"] * 5, (trial, outcomes)

@@ -1,7 +1,8 @@
 """One output_dir, one run: a lock file naming the run that holds it (pid, host, start time, command).
 
 A second run started in the same output_dir would otherwise interleave its checkpoints with the first one's and
-silently replace them. A lock whose process is gone (same host, pid no longer running) is stale and taken over.
+silently replace them. A lock whose process is gone (same host, pid no longer running) is stale and taken over, by
+one process only however many try at once (a takeover file created with O_EXCL guards the removal).
 The file name starts with "_" so that the Trainer's push to the Hub leaves it out.
 """
 
@@ -58,6 +59,35 @@ def _holder_is_gone(holder: dict[str, Any] | None, path: Path) -> bool:
     return not _pid_running(int(holder.get("pid", -1)))
 
 
+TAKEOVER_SUFFIX = ".takeover"
+TAKEOVER_STALE_S = 10.0
+
+
+def _take_over(path: Path, judged: dict[str, Any] | None) -> bool:
+    """Remove the stale lock at ``path``, atomically with respect to every other run doing the same: only the
+    process that creates ``<lock>.takeover`` (O_EXCL) may remove it, and only if the lock is still the one judged
+    stale. Returns False when another process is taking over (try again)."""
+    guard = path.with_name(path.name + TAKEOVER_SUFFIX)
+    try:
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:  # a takeover left behind by a process that died inside it
+            if time.time() - guard.stat().st_mtime > TAKEOVER_STALE_S:
+                guard.unlink(missing_ok=True)
+        except OSError:
+            pass
+        time.sleep(0.05)
+        return False
+    try:
+        os.close(fd)
+        current = _read(path)
+        if current == judged and _holder_is_gone(current, path):  # still the stale one, not a run's new lock
+            path.unlink(missing_ok=True)
+        return True
+    finally:
+        guard.unlink(missing_ok=True)
+
+
 def acquire(output_dir: str | Path) -> Path:
     """Take the lock of ``output_dir`` for this process, or raise UsageError naming the run that holds it."""
     directory = Path(output_dir)
@@ -69,7 +99,8 @@ def acquire(output_dir: str | Path) -> Path:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join(redact_argv(sys.argv)),
     }
-    for _ in range(3):
+    deadline = time.time() + 2 * TAKEOVER_STALE_S
+    while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -83,15 +114,15 @@ def acquire(output_dir: str | Path) -> Path:
                     f"{directory} is in use by another run ({who}). Wait for it to finish or use another "
                     f"--output_dir. If that run is gone (its machine crashed), delete {path}."
                 ) from None
-            logger.warning("Taking over the stale lock of %s (%s: no longer running).", directory,
-                           f"pid {holder.get('pid')}" if holder else "unreadable lock file")
-            path.unlink(missing_ok=True)
+            if time.time() > deadline:
+                raise UsageError(f"Could not take the lock {path}: another run keeps replacing it.") from None
+            if _take_over(path, holder):
+                logger.warning("Taking over the stale lock of %s (%s: no longer running).", directory,
+                               f"pid {holder.get('pid')}" if holder else "unreadable lock file")
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(record, handle)
         break
-    else:
-        raise UsageError(f"Could not take the lock {path}: another run keeps replacing it.")
     if path not in _held:
         _held.append(path)
     return path
