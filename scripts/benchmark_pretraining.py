@@ -19,15 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from asr_finetune.args import config_to_argv
 from asr_finetune.tools.benchmarking import markdown_table
-from asr_finetune.tools.recipes import args_to_argv, find_recipe
+from asr_finetune.tools.recipes import find_recipe
 
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 
 
 def run(script: str, args: dict[str, Any]) -> None:
-    command = [sys.executable, str(SCRIPTS / script), *args_to_argv(args)]
+    command = [sys.executable, str(SCRIPTS / script), *config_to_argv(args)]
     print("$", shlex.join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO)
 

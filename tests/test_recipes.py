@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import TrainingArguments
 
-from asr_finetune.args import RECIPE_KEY, parse_args
-from asr_finetune.tools.recipes import args_to_argv, list_recipes, main, recipe_command, script_arguments, seed_problems
+from asr_finetune.args import RECIPE_KEY, config_to_argv, parse_args
+from asr_finetune.tools.recipes import list_recipes, main, recipe_command, script_arguments, seed_problems
 from asr_finetune.tools.seeds import SEED_DIR, parse_shell_command, read_seed
 from asr_finetune.training.backends import GAUDI_FLAGS
 
@@ -41,11 +41,11 @@ def test_every_published_table_row_has_a_recipe() -> None:
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
 def test_recipe_resolves_and_its_arguments_parse(recipe) -> None:
     assert (REPO / recipe.script).is_file()
-    argv = args_to_argv(recipe.args)
+    argv = config_to_argv(recipe.args)
     gaudi = [key for key in recipe.args if key in GAUDI_FLAGS]
     if gaudi:  # parsed here by the stock classes: Gaudi flags (and bf16, refused on CPU) set aside
         assert recipe.args.get("use_habana") is True and "fp16" not in recipe.args  # Gaudi trains in bf16
-        argv = args_to_argv({k: v for k, v in recipe.args.items() if k not in (*GAUDI_FLAGS, "bf16")})
+        argv = config_to_argv({k: v for k, v in recipe.args.items() if k not in (*GAUDI_FLAGS, "bf16")})
     groups = script_arguments(recipe.task)
     parsed = parse_args(groups, argv)
     assert any(getattr(group, "output_dir", None) == recipe.args["output_dir"] for group in parsed)
@@ -182,7 +182,7 @@ def test_seed_commands_are_read_as_a_shell_reads_them() -> None:
 
 def test_task_guide_recipe_keeps_the_best_checkpoint_by_wer() -> None:
     recipe = {recipe.name: recipe for recipe in RECIPES}["minds14_wav2vec2_base_task_guide"]
-    *_, training = parse_args(script_arguments("ctc"), args_to_argv(recipe.args))
+    *_, training = parse_args(script_arguments("ctc"), config_to_argv(recipe.args))
     assert training.load_best_model_at_end and training.metric_for_best_model == "wer"  # the Trainer reads eval_wer
     assert training.greater_is_better is False
     assert (recipe.args["train_split_name"], recipe.args["eval_split_name"]) == ("train[:80]", "train[80:100]")

@@ -64,8 +64,8 @@ def parse_bool(value: Any) -> bool:
 
 @dataclass
 class CommandLine:
-    """A command line, read once: the flags as typed, or the contents of the single ``.json`` file that stands for
-    them. Both the backend choice and the parser read it from here."""
+    """A command line, read once: the flags as typed, or a ``.json`` file that stands for them (further flags after
+    it override its values). Both the backend choice and the parser read it from here."""
 
     argv: list[str]
     config: dict[str, Any] | None = None
@@ -73,19 +73,24 @@ class CommandLine:
     @classmethod
     def read(cls, argv: Sequence[str] | None = None) -> CommandLine:
         argv = list(sys.argv[1:] if argv is None else argv)
-        if len(argv) == 1 and argv[0].endswith(".json"):
+        if argv and argv[0].endswith(".json"):
             return cls(argv, read_config_file(argv[0]))
         return cls(argv)
 
+    def parser_argv(self) -> list[str]:
+        """The flags to parse: the config file's as a command line, then the ones typed after it."""
+        if self.config is None:
+            return list(self.argv)
+        return config_to_argv(self.config, self.argv[0]) + self.argv[1:]
+
     def flags(self) -> dict[str, Any]:
         """Flag names and values; a bare switch is True."""
-        if self.config is not None:
-            return dict(self.config)
+        argv = self.parser_argv()
         flags: dict[str, Any] = {}
-        for index, token in enumerate(self.argv):
+        for index, token in enumerate(argv):
             if token.startswith("--"):
                 name, has_value, value = token[2:].partition("=")
-                following = self.argv[index + 1] if index + 1 < len(self.argv) else None
+                following = argv[index + 1] if index + 1 < len(argv) else None
                 if has_value:
                     flags[name] = value
                 elif following is not None and not following.startswith("--"):
@@ -96,6 +101,24 @@ class CommandLine:
 
     def is_on(self, name: str) -> bool:
         return parse_bool(self.flags().get(name, False))
+
+
+def config_to_argv(config: dict[str, Any], source: str = "the config") -> list[str]:
+    """A JSON config's flags as a command line, so that its values are parsed and type-checked exactly as typed
+    flags are: booleans as true/false, lists spread out, objects as JSON text. A null value is refused by name."""
+    argv: list[str] = []
+    for key, value in config.items():
+        if value is None:
+            raise UsageError(f'{source}: "{key}" is null; give it a value or leave the key out.')
+        if isinstance(value, bool):
+            argv += [f"--{key}", "true" if value else "false"]
+        elif isinstance(value, list):
+            argv += [f"--{key}", *(json.dumps(item) if isinstance(item, dict) else str(item) for item in value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
 LEGACY_FLAGS = (
@@ -143,21 +166,6 @@ def _active_legacy_flags(training_fields: set[str]) -> dict[str, LegacyFlag]:
     return {flag.old: flag for flag in LEGACY_FLAGS if flag.always or flag.gone_field not in training_fields}
 
 
-def translate_legacy_dict(config: dict[str, Any], training_fields: set[str]) -> tuple[dict[str, Any], list[str]]:
-    """Rewrite legacy keys of a JSON config; returns the new dict and one note per translation."""
-    active = _active_legacy_flags(training_fields)
-    out: dict[str, Any] = {}
-    notes = []
-    for key, value in config.items():
-        flag = active.get(key)
-        if flag is None:
-            out[key] = value
-            continue
-        out.update(flag.translate(value))
-        notes.append(flag.message.format(value=value))
-    return out, notes
-
-
 def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tuple[list[str], list[str]]:
     """Rewrite legacy flags of a command line; returns the new argv and one note per translation."""
     active = _active_legacy_flags(training_fields)
@@ -183,9 +191,11 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
         else:
             value = argv[index + 1] if index + 1 < len(argv) else ""
             index += 2
-        for key, new_value in flag.translate(value).items():
+        translated = flag.translate(value)
+        for key, new_value in translated.items():
             out += [f"--{key}", str(new_value)]
-        notes.append(flag.message.format(value=value))
+        if translated or not flag.is_switch:  # "--overwrite_output_dir false" changes nothing: no note
+            notes.append(flag.message.format(value=value))
     return out, notes
 
 
@@ -238,28 +248,33 @@ def parse_args(
 ) -> tuple[Any, ...]:
     """Parse a command line (or one .json file) into the given dataclasses, translating legacy flags."""
     command = argv if isinstance(argv, CommandLine) else CommandLine.read(argv)
-    argv = command.argv
     training_fields = {
         f.name for cls in dataclass_types if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)
     }
     parser = build_parser(dataclass_types, extra_help)
+    if command.config is not None:
+        check_config_shapes(command.config, command.argv[0], parser)
     try:
-        if command.config is not None:
-            config, notes = translate_legacy_dict(command.config, training_fields)
-            _log_notes(notes)
-            parsed = tuple(parser.parse_dict(config))
-        else:
-            argv, notes = translate_legacy_argv(argv, training_fields)
-            _log_notes(notes)
-            argv = _complete_bare_switches(argv, dataclass_types)
-            parsed = tuple(parser.parse_args_into_dataclasses(args=argv))
+        argv, notes = translate_legacy_argv(command.parser_argv(), training_fields)
+        _log_notes(notes)
+        argv = _complete_bare_switches(argv, dataclass_types)
+        parsed = tuple(parser.parse_args_into_dataclasses(args=argv))
     except UsageError:
         raise
-    except ValueError as err:  # a dataclass's own check, or a value of the wrong type in a .json file
+    except ValueError as err:  # a dataclass's own check, or flags no argument group takes
         raise UsageError(str(err)) from err
     for group in parsed:
         check_training_arguments(group)
     return parsed
+
+
+def check_config_shapes(config: dict[str, Any], source: str, parser: HfArgumentParser) -> None:
+    """A list in a JSON config for a flag that takes one value is refused by name (typed out, it would read as a
+    flag followed by stray words)."""
+    for key, value in config.items():
+        action = parser._option_string_actions.get(f"--{key}")
+        if isinstance(value, list) and action is not None and action.nargs not in ("+", "*"):
+            raise UsageError(f'{source}: "{key}" takes one value, not a list ({json.dumps(value)}).')
 
 
 def read_config_file(path: str) -> dict[str, Any]:

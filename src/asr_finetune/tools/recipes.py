@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asr_finetune.args import RECIPE_KEY
+from asr_finetune.args import RECIPE_KEY, config_to_argv
 from asr_finetune.tasks.ctc import CTC
 from asr_finetune.tasks.pretraining.arguments import PRETRAINING
 from asr_finetune.tasks.seq2seq import SEQ2SEQ
@@ -111,25 +111,10 @@ def script_arguments(name: str) -> tuple[type, ...]:
     return (*task.arguments, training_arguments_class(seq2seq=task.seq2seq))
 
 
-def args_to_argv(args: dict[str, Any]) -> list[str]:
-    """Flags for a command line: booleans as true/false, lists spread out."""
-    argv: list[str] = []
-    for key, value in args.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            argv += [f"--{key}", "true" if value else "false"]
-        elif isinstance(value, list):
-            argv += [f"--{key}", *map(str, value)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
 def recipe_command(recipe: Recipe, nproc: int | None = None, extra: list[str] | None = None) -> tuple[list[str], dict]:
     """The exact command (and extra environment) that runs a recipe on ``nproc`` processes."""
     nproc = nproc or recipe.nproc
-    script_args = args_to_argv(recipe.args) + list(extra or [])
+    script_args = config_to_argv(recipe.args) + list(extra or [])
     if recipe.launcher == "accelerate":  # as published (`accelerate launch`), with the process count spelled out:
         # without --multi_gpu, accelerate starts one process where it finds fewer than two GPUs (the CPU included)
         launch = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if nproc > 1 else [])]

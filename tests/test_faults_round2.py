@@ -1,5 +1,5 @@
-"""Hostile input, round 2 (issue 23): resumes that must not silently ignore what changed, and checkpoints that are
-only partly there. Each test is named after its case in the issue."""
+"""Hostile input, round 2 (issue 23): resumes that must not silently ignore what changed, checkpoints that are
+only partly there, racing locks, JSON configs. Each test is named after its case in the issue."""
 
 from __future__ import annotations
 
@@ -168,3 +168,39 @@ def test_case06_a_stale_lock_is_taken_over_by_exactly_one_of_six_processes(tmp_p
         for worker in workers:
             worker.join(timeout=60)
         assert outcomes == ["held"] + ["refused"] * 5, (trial, outcomes)
+
+
+# ---------------------------------------------------------------------------------------------- 13. JSON configs
+
+
+def parse_config(tmp_path: Path, config: dict, *flags: str) -> tuple:
+    from asr_finetune.args import parse_args
+    from asr_finetune.tools.recipes import script_arguments
+
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"model_name_or_path": "m", "dataset_name": "d", "output_dir": str(tmp_path / "o"),
+                                **config}))  # fmt: skip
+    return parse_args(script_arguments("ctc"), [str(path), *flags])
+
+
+def test_case13_json_values_are_type_checked_like_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    *_, training = parse_config(tmp_path, {"do_train": "false", "do_eval": True})
+    assert training.do_train is False and training.do_eval is True  # "false" is false, not a truthy string
+    with pytest.raises(SystemExit) as exit_status:
+        parse_config(tmp_path, {"max_steps": "ten"})
+    assert exit_status.value.code == 2 and "--max_steps/--max-steps: invalid int value: 'ten'" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r'flags.json: "max_steps" is null'):
+        parse_config(tmp_path, {"max_steps": None})
+    with pytest.raises(UsageError, match=r'flags.json: "learning_rate" takes one value, not a list \(\[1, 2\]\)'):
+        parse_config(tmp_path, {"learning_rate": [1, 2]})
+    with caplog.at_level(logging.WARNING):
+        *_, training = parse_config(tmp_path, {"overwrite_output_dir": "false"})
+    assert training.resume_from_checkpoint is None and "starting fresh" not in caplog.text
+
+
+def test_case13_flags_after_a_json_file_override_it(tmp_path: Path) -> None:
+    model, data, *_, training = parse_config(tmp_path, {"learning_rate": 0.1}, "--learning_rate", "0.002",
+                                             "--dataset_name", "other")  # fmt: skip
+    assert training.learning_rate == 0.002 and data.dataset_name == "other" and model.model_name_or_path == "m"
