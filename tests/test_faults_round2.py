@@ -190,7 +190,8 @@ def test_case13_json_values_are_type_checked_like_flags(
     assert training.do_train is False and training.do_eval is True  # "false" is false, not a truthy string
     with pytest.raises(SystemExit) as exit_status:
         parse_config(tmp_path, {"max_steps": "ten"})
-    assert exit_status.value.code == 2 and "--max_steps/--max-steps: invalid int value: 'ten'" in capsys.readouterr().err
+    assert exit_status.value.code == 2
+    assert "--max_steps/--max-steps: invalid int value: 'ten'" in capsys.readouterr().err
     with pytest.raises(UsageError, match=r'flags.json: "max_steps" is null'):
         parse_config(tmp_path, {"max_steps": None})
     with pytest.raises(UsageError, match=r'flags.json: "learning_rate" takes one value, not a list \(\[1, 2\]\)'):
@@ -204,3 +205,39 @@ def test_case13_flags_after_a_json_file_override_it(tmp_path: Path) -> None:
     model, data, *_, training = parse_config(tmp_path, {"learning_rate": 0.1}, "--learning_rate", "0.002",
                                              "--dataset_name", "other")  # fmt: skip
     assert training.learning_rate == 0.002 and data.dataset_name == "other" and model.model_name_or_path == "m"
+
+
+# ---------------------------------------------------------------------------------------------- 4. best model
+
+NAN_MODULE = """
+import datasets
+import evaluate
+
+
+class NanScore(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="always NaN", citation="", inputs_description="",
+                                   features=datasets.Features({"predictions": datasets.Value("string"),
+                                                               "references": datasets.Value("string")}))
+
+    def _compute(self, predictions, references):
+        return {"nan_score": float("nan")}
+"""
+
+
+def test_case04_a_nan_metric_for_best_model_is_said_not_silent(
+    tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("evaluate")
+    module = tmp_path / "nan_score"
+    module.mkdir()
+    (module / "nan_score.py").write_text(NAN_MODULE)
+    output_dir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "4", "--eval_strategy",
+                          "steps", "--eval_steps", "2", "--save_steps", "2", "--load_best_model_at_end", "true",
+                          "--metric_for_best_model", "nan_score", "--eval_metrics", "wer", str(module)))  # fmt: skip
+    assert "--metric_for_best_model nan_score is nan at step 2" in caplog.text
+    assert "--metric_for_best_model nan_score is nan at step 4" in caplog.text
+    assert "no best checkpoint was kept, the final model is the last step's" in caplog.text
+    assert json.loads((output_dir / "trainer_state.json").read_text())["best_model_checkpoint"] is None

@@ -4,6 +4,7 @@ throughput, the non-finite guard, curves, static shapes under torch.compile), an
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -101,6 +102,7 @@ class SpeechSamplingMixin:
         self.stop_request.install()
         self.add_callback(StopRequestCallback(self, self.stop_request))
         self.add_callback(_NonFiniteCallback(self))
+        self.add_callback(_BestMetricCallback())
         self.add_callback(TrainingCurvesCallback())
 
     def get_train_dataloader(self) -> DataLoader:
@@ -206,6 +208,27 @@ class _NonFiniteCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.nonfinite.check(self.trainer.model.parameters(), state.global_step + 1)
+
+
+class _BestMetricCallback(TrainerCallback):
+    """Says when ``--metric_for_best_model`` is NaN/inf: such an evaluation can never be the best, and a run whose
+    evaluations all were keeps no best checkpoint (the final model is then the last step's, not the best)."""
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:  # fmt: skip
+        name = args.metric_for_best_model
+        if not name or not metrics:
+            return
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        value = metrics.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            logger.warning("--metric_for_best_model %s is %s at step %d: this evaluation cannot be the best one.",
+                           name, value, state.global_step)  # fmt: skip
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.metric_for_best_model and args.load_best_model_at_end and state.best_model_checkpoint is None:
+            logger.warning("--metric_for_best_model %s was never a finite number: no best checkpoint was kept, the "
+                           "final model is the last step's.", args.metric_for_best_model)  # fmt: skip
 
 
 class SpeechTrainer(CTCEvalMixin, SpeechSamplingMixin, Trainer):
