@@ -241,3 +241,37 @@ def test_case04_a_nan_metric_for_best_model_is_said_not_silent(
     assert "--metric_for_best_model nan_score is nan at step 4" in caplog.text
     assert "no best checkpoint was kept, the final model is the last step's" in caplog.text
     assert json.loads((output_dir / "trainer_state.json").read_text())["best_model_checkpoint"] is None
+
+
+# ---------------------------------------------------------------------------------------------- 18. small
+
+
+def test_case18_a_negative_batch_duration_is_refused_as_such(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--max_batch_duration -5.0: give a positive number of seconds"):
+        parse_config(tmp_path, {}, "--max_batch_duration", "-5")
+
+
+def test_case18_a_rerun_of_a_finished_command_leaves_every_file_byte_for_byte(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "run"
+    args = ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "2", "--save_steps", "2")
+    ctc_main(args)
+    before = snapshot(output_dir)
+    ctc_main(args)
+    after = snapshot(output_dir)
+    # tokenizer_config.json, the model card, data_report.json: nothing a finished run made is rewritten differently
+    assert {name for name in before if before[name] != after.get(name)} == set()
+
+
+def test_case18_publishing_the_final_model_from_the_checkpoint_rewrites_train_results(
+    reference: Path, tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    output_dir = copy_of(reference, tmp_path)
+    (output_dir / "model.safetensors").unlink()  # killed during the final save
+    (output_dir / "train_results.json").write_text(json.dumps({"global_step": 1, "train_loss": 9.9}))  # stale
+    ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "4", "--save_steps", "2",
+                      "--seed", "0"))  # fmt: skip
+    results = json.loads((output_dir / "train_results.json").read_text())
+    assert results["global_step"] == 4 and results["published_from"].endswith("checkpoint-4")
+    assert (output_dir / "model.safetensors").is_file()

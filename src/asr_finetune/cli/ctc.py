@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 5. Model with a head that matches the tokenizer; labels that CTC can fit; processor and data report
     model = ctc.prepare_model(run, tokenizer)
     splits = ctc.label_splits(splits, drops, tokenizer, model, feature_extractor.sampling_rate, model_args)
-    processor = ctc.save_processor(feature_extractor, tokenizer, training_args.output_dir, run.is_main_process)
+    processor = ctc.save_processor(feature_extractor, tokenizer, training_args.output_dir, run.is_main_process,
+                                   resuming=run.resume is not None)
     finetuning.finish_data(run, splits, drops, unknown, vocab_source)
     if data_args.preprocessing_only:
         logger.info("--preprocessing_only: data checked, vocab in %s/%s. Stopping.", training_args.output_dir,

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 4. Data: load, check, normalise, filter (headers only; evaluation keeps long recordings); labels that fit
     splits, drops = finetuning.load_splits(run, normalizer.batch)
     splits, unknown = seq2seq.label_splits(splits, drops, tokenizer, model, feature_extractor)
-    processor = seq2seq.publish_processor(feature_extractor, tokenizer, training_args.output_dir, run.is_main_process)
+    processor = seq2seq.publish_processor(feature_extractor, tokenizer, training_args.output_dir,
+                                          run.is_main_process, resuming=run.resume is not None)
     tokenizer_source = f"tokenizer of {model_args.tokenizer_name or model_name}"
     finetuning.finish_data(run, splits, drops, unknown, tokenizer_source)
     if data_args.preprocessing_only:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -79,3 +80,12 @@ def write_data_report(
             **(per_split or {}).get(name, {}),
         }
     write_json(report, Path(output_dir) / DATA_REPORT_FILE)
+
+
+def recorded_vocab_source(output_dir: str | Path) -> str | None:
+    """Where the vocab of ``output_dir`` came from, as its data_report.json says (None if it does not say)."""
+    try:
+        source = json.loads((Path(output_dir) / DATA_REPORT_FILE).read_text(encoding="utf-8")).get("vocab")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) and source else None

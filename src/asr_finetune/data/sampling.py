@@ -196,6 +196,10 @@ class BatchingArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.max_batch_duration is not None and not self.max_batch_duration > 0:
+            raise UsageError(f"--max_batch_duration {self.max_batch_duration}: give a positive number of seconds.")
+        if self.num_duration_buckets < 0:
+            raise UsageError(f"--num_duration_buckets {self.num_duration_buckets}: give 0 (automatic) or more.")
         if self.static_shapes and not self.enabled:
             raise UsageError("--static_shapes pads batches to their duration bucket's length: add "
                              "--max_batch_duration SECONDS or --duration_buckets.")

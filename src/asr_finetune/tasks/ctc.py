@@ -18,7 +18,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor, set_seed
 
 from asr_finetune.data.arguments import DataArguments
 from asr_finetune.data.loading import drop_rows, drop_too_short_for_masks
-from asr_finetune.data.report import DropCounts
+from asr_finetune.data.report import DropCounts, recorded_vocab_source
 from asr_finetune.data.sampling import BatchingArguments
 from asr_finetune.data.streaming import StreamingArguments, is_stream
 from asr_finetune.data.text import TextNormalizer, infer_case, resolve_text_language
@@ -39,6 +39,7 @@ from asr_finetune.models.loading import (
     use_mean_loss,
 )
 from asr_finetune.tasks.task import Task
+from asr_finetune.training.outputs import publish_processor_files
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ def existing_tokenizer(
         return tokenizer, f"from {model_args.tokenizer_name_or_path}"
     if resume:
         tokenizer = find_tokenizer(output_dir)
-        if tokenizer is not None:
-            return tokenizer, f"reused from {output_dir} (resuming)"
+        if tokenizer is not None:  # described as when it was made, so the reports a rerun rewrites stay the same
+            return tokenizer, recorded_vocab_source(output_dir) or f"reused from {output_dir} (resuming)"
     if not model_args.new_vocab:
         tokenizer = find_tokenizer(model_args.model_name_or_path, **pretrained)
         if tokenizer is not None:
@@ -328,12 +329,19 @@ def label_splits(
     }
 
 
-def save_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:
-    """The processor (feature extractor + tokenizer) the model is published with; written by the main process."""
+def save_processor(
+    feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool, resuming: bool = False
+) -> Any:
+    """The processor (feature extractor + tokenizer) the model is published with; written by the main process (a
+    resumed run keeps the files it started with)."""
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+    def write(folder: Path) -> None:
+        processor.save_pretrained(str(folder))
+        feature_extractor.save_pretrained(str(folder))  # preprocessor_config.json, for 4.x readers
+
     if is_main_process:
-        processor.save_pretrained(output_dir)
-        feature_extractor.save_pretrained(output_dir)  # preprocessor_config.json, for 4.x readers
+        publish_processor_files(write, output_dir, keep_existing=resuming)
     return processor
 
 

@@ -54,6 +54,7 @@ from asr_finetune.models.seq2seq import (
     set_language_and_task,
 )
 from asr_finetune.tasks.task import Task
+from asr_finetune.training.outputs import publish_processor_files
 
 logger = logging.getLogger(__name__)
 
@@ -312,11 +313,15 @@ def pack_for_training(
     return {**splits, "train": pack(train)}
 
 
-def publish_processor(feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool) -> Any:
-    """The processor the model is published with; its files are written by the main process."""
+def publish_processor(
+    feature_extractor: Any, tokenizer: Any, output_dir: str, is_main_process: bool, resuming: bool = False
+) -> Any:
+    """The processor the model is published with; its files are written by the main process (a resumed run keeps
+    the files it started with)."""
     processor = make_processor(feature_extractor, tokenizer)
     if is_main_process:
-        save_processor(output_dir, processor, feature_extractor, tokenizer)
+        publish_processor_files(lambda folder: save_processor(folder, processor, feature_extractor, tokenizer),
+                                output_dir, keep_existing=resuming)  # fmt: skip
     return processor
 
 

@@ -9,7 +9,7 @@ import platform
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,24 @@ def publish_files(staging: str | Path, output_dir: str | Path) -> list[str]:
             moved.append(str(target.relative_to(output_dir)))
     shutil.rmtree(staging, ignore_errors=True)
     return moved
+
+
+PROCESSOR_STAGING = ".partial-processor"
+
+
+def publish_processor_files(write: Callable[[Path], None], output_dir: str | Path, keep_existing: bool) -> list[str]:
+    """Write a processor's files (``write(folder)``) to ``output_dir`` through a staging folder. ``keep_existing``
+    (a resumed or finished run): files already there stay byte for byte, they are the ones the run started with."""
+    output_dir = Path(output_dir)
+    staging = output_dir / PROCESSOR_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write(staging)
+    if keep_existing:
+        for path in staging.rglob("*"):
+            if path.is_file() and (output_dir / path.relative_to(staging)).exists():
+                path.unlink()
+    return publish_files(staging, output_dir)
 
 
 def command_line(argv: Sequence[str] | None = None, script: str | None = None) -> str:

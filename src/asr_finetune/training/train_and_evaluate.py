@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerState
+
 from asr_finetune.data.report import DATA_REPORT_FILE
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.metrics import utterance_report
@@ -131,8 +133,6 @@ def _sum_over_processes(trainer: Any, value: int) -> int:
 
 
 def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -> dict[str, float]:
-    from transformers import TrainerState
-
     output_dir = trainer.args.output_dir
     step = state.get("global_step", 0)
     trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
@@ -147,9 +147,14 @@ def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -
     else:
         logger.warning("Training is complete (%s) but the final model was not published (cut off while saving): "
                        "publishing it now from that checkpoint.", checkpoint)
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        results = {"global_step": step, "epoch": state.get("epoch"), "published_from": str(checkpoint),
+                   **({"last_logged_loss": losses[-1]} if losses else {})}  # fmt: skip
         with disk_errors(output_dir):
             save_final_model(trainer)
             trainer.save_state()
+            trainer.save_metrics("train", results)  # the train_results.json of this model, not an earlier run's
+        return results
     previous = Path(output_dir) / "train_results.json"
     try:
         return json.loads(previous.read_text(encoding="utf-8"))
