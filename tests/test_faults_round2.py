@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -275,3 +276,62 @@ def test_case18_publishing_the_final_model_from_the_checkpoint_rewrites_train_re
     results = json.loads((output_dir / "train_results.json").read_text())
     assert results["global_step"] == 4 and results["published_from"].endswith("checkpoint-4")
     assert (output_dir / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- 15, 17. transcribe
+
+
+@pytest.fixture(scope="module")
+def transcribed_model(reference: Path) -> Path:
+    return reference  # a finished CTC output dir: a model asr-transcribe loads
+
+
+def transcribe(*argv: str) -> tuple[int, str, str]:
+    import io
+
+    from asr_finetune.cli.transcribe import run
+
+    out, err = io.StringIO(), io.StringIO()
+    status = run(["--no_progress", *argv], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_case15_transcripts_never_replace_a_file_they_did_not_write(
+    transcribed_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    model = copy_of(transcribed_model, tmp_path)
+    clip = tmp_path / "config.wav"
+    shutil.copy(sorted((corpus / "test").glob("*.wav"))[0], clip)
+    config = (model / "config.json").read_bytes()
+    status, _, err = transcribe("--model", str(model), "--output_dir", str(model), "--output_format", "json",
+                                str(clip))  # fmt: skip
+    assert status == 2 and f"would write {model / 'config.json'}, which exists and was not written" in err
+    assert (model / "config.json").read_bytes() == config
+    out_dir = tmp_path / "transcripts"
+    assert transcribe("--model", str(model), "--output_dir", str(out_dir), str(clip))[0] == 0
+    assert transcribe("--model", str(model), "--output_dir", str(out_dir), str(clip))[0] == 0  # a rerun replaces
+    assert (out_dir / "config.txt").is_file() and (out_dir / ".asr-transcribe-outputs.json").is_file()
+
+
+def test_case17_an_unwritable_output_dir_is_refused_before_the_model_loads(
+    transcribed_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    clip = str(sorted((corpus / "test").glob("*.wav"))[0])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    status, _, err = transcribe("--model", str(tmp_path / "no-model"), "--output_dir", str(a_file), clip)
+    assert status == 2 and f"--output_dir {a_file}: cannot write there" in err  # before "--model: not a model"
+
+
+def test_case17_fifos_and_dangling_links_in_a_folder_are_counted(
+    transcribed_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(sorted((corpus / "test").glob("*.wav"))[0], folder / "good.wav")
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    status, out, err = transcribe("--model", str(transcribed_model), str(folder))
+    assert status == 1 and out.startswith(f"{folder / 'good.wav'}\t")
+    assert "Transcribed 1 of 3 file(s)" in err and "2 file(s) failed" in err
+    assert f"{folder / 'pipe.wav'}\tERROR" in err and f"{folder / 'gone.wav'}\tERROR" in err

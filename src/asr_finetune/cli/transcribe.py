@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import TextIO
 
 from asr_finetune.errors import UsageError
-from asr_finetune.evaluation.transcription import OUTPUT_FORMATS, Transcriber, find_inputs, transcribe_all
+from asr_finetune.evaluation.transcription import (
+    OUTPUT_FORMATS,
+    Transcriber,
+    find_inputs,
+    prepare_output_dir,
+    transcribe_all,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +58,7 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextI
         inputs = find_inputs(args.inputs, args.audio_column_name)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            prepare_output_dir(output_dir, inputs, args.output_format)
         started = time.perf_counter()
         transcriber = Transcriber(args.model, args.torch_dtype, args.num_beams)
     except UsageError as error:

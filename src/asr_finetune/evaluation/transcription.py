@@ -9,16 +9,21 @@ at the end, saying how many failed.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
+
 from asr_finetune.data.audio import AudioError, load_audio
 from asr_finetune.data.local import MANIFEST_SUFFIXES, read_manifest
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.longform import Timed, Transcript, transcribe, transcribe_timed
+from asr_finetune.files import atomic_write_text, write_json
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
 from asr_finetune.models.loading import dtype_kwargs, weights_dtype
 
@@ -47,7 +52,8 @@ def find_inputs(inputs: Sequence[str], audio_column: str = "audio") -> list[Audi
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            # not only regular files: a FIFO or a dangling link with an audio name is reported and counted as failed
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir())
             if not files:
                 raise UsageError(f"{given}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder.")
             found += [AudioInput(p, p.relative_to(path)) for p in files]
@@ -74,6 +80,47 @@ def find_inputs(inputs: Sequence[str], audio_column: str = "audio") -> list[Audi
     if not found:
         raise UsageError("No input given: name audio files, folders or manifests.")
     return found
+
+
+# ---------------------------------------------------------------------------------------------- output dir
+
+WRITTEN_LIST = ".asr-transcribe-outputs.json"
+"""In ``--output_dir``: the files asr-transcribe wrote there, the only existing files a later run may replace."""
+
+
+def prepare_output_dir(output_dir: Path, inputs: Sequence[AudioInput], output_format: str) -> list[Path]:
+    """Check at start that ``output_dir`` can be written and that no output would replace a file asr-transcribe did
+    not write there (a model's config.json, say); returns the output paths, in input order."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".asr-transcribe-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--output_dir {output_dir}: cannot write there ({err.strerror or err}). Choose a folder "
+                         "you can write to.") from err  # fmt: skip
+    ours = set(_written(output_dir))
+    targets = [output_dir / item.name.with_suffix(f".{output_format}") for item in inputs]
+    for item, target in zip(inputs, targets, strict=True):
+        if target.exists() and str(target.relative_to(output_dir)) not in ours:
+            raise UsageError(f"{item.path} would write {target}, which exists and was not written by asr-transcribe. "
+                             "Choose another --output_dir (this one holds other files, e.g. a model).")  # fmt: skip
+    return targets
+
+
+def _written(output_dir: Path) -> list[str]:
+    try:
+        names = json.loads((output_dir / WRITTEN_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+
+def record_written(output_dir: Path, target: Path) -> None:
+    names = _written(output_dir)
+    name = str(target.relative_to(output_dir))
+    if name not in names:
+        write_json([*names, name], output_dir / WRITTEN_LIST)
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -152,9 +199,6 @@ class Transcriber:
     """A model directory (or Hub id) loaded for inference, CTC or seq2seq, in float32 unless told otherwise."""
 
     def __init__(self, model: str, torch_dtype: str | None = None, num_beams: int | None = None) -> None:
-        from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
-
-
         try:
             config = AutoConfig.from_pretrained(model)
         except (OSError, ValueError) as err:
@@ -170,7 +214,6 @@ class Transcriber:
 
     def __call__(self, samples: Any, timed: bool) -> Any:
         """A :class:`asr_finetune.evaluation.longform.Transcript` of one decoded clip; ``timed``: with timestamps."""
-
         if timed:
             return transcribe_timed(self.model, self.processor, samples, **self.generation)
         return Transcript(transcribe(self.model, self.processor, samples, **self.generation))
@@ -208,9 +251,6 @@ def transcribe_all(
 ) -> Totals:
     """Transcribe each input; write ``output_dir/<name>.<format>`` (or print to ``out``); a file that cannot be
     read or decoded is reported on ``err`` and skipped."""
-    from tqdm.auto import tqdm
-
-
     totals = Totals()
     bar = tqdm(inputs, desc="transcribing", unit="file", disable=not progress, file=err)
     for item in bar:
@@ -240,5 +280,6 @@ def transcribe_all(
         else:
             target = output_dir / item.name.with_suffix(f".{output_format}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            record_written(output_dir, target)  # listed before it is written: a rerun may replace it
+            atomic_write_text(target, text)
     return totals
