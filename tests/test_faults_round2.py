@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from test_faults import ctc_args
 from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
 from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
+from asr_finetune.training.checkpoints import checkpoint_problem
 from asr_finetune.training.run_flags import RUN_FLAGS_FILE
 
 
@@ -335,3 +338,66 @@ def test_case17_fifos_and_dangling_links_in_a_folder_are_counted(
     assert status == 1 and out.startswith(f"{folder / 'good.wav'}\t")
     assert "Transcribed 1 of 3 file(s)" in err and "2 file(s) failed" in err
     assert f"{folder / 'pipe.wav'}\tERROR" in err and f"{folder / 'gone.wav'}\tERROR" in err
+
+
+# ---------------------------------------------------------------------------------------------- 14. evaluate modules
+
+MODULE_TEMPLATE = """
+import datasets
+import evaluate
+
+CALLS = []
+
+
+class {cls}(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="test", citation="", inputs_description="",
+                                   features=datasets.Features({{"predictions": datasets.Value("string"),
+                                                               "references": datasets.Value("string")}}))
+
+    def _compute(self, predictions, references):
+        CALLS.append(1)
+        if len(CALLS) > {good_calls}:
+            raise RuntimeError("broken on call " + str(len(CALLS)))
+        return {{"{name}": 0.5}}
+"""
+
+
+def write_metric(root: Path, name: str, good_calls: int) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    cls = "".join(part.title() for part in name.split("_"))
+    (folder / f"{name}.py").write_text(MODULE_TEMPLATE.format(cls=cls, name=name, good_calls=good_calls))
+    return folder
+
+
+@pytest.mark.parametrize("name, good_calls, message", [
+    ("broken_score", 0, "scoring one pair of texts failed (RuntimeError: broken on call 1)"),
+    ("wer", 99, "its scores would be named 'wer', the built-in metric's"),
+])  # fmt: skip
+def test_case14_a_module_that_cannot_score_or_takes_a_builtin_name_is_refused_at_start(
+    tiny_model: Path, corpus: Path, tmp_path: Path, name: str, good_calls: int, message: str
+) -> None:
+    pytest.importorskip("evaluate")
+    module = write_metric(tmp_path / "metrics", name, good_calls)
+    output_dir = tmp_path / "run"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "2", "--eval_metrics", "wer",
+                          str(module)))  # fmt: skip
+    assert not any(output_dir.glob("checkpoint-*"))
+
+
+def test_case14_a_module_failing_mid_run_loses_no_checkpoint(
+    tiny_model: Path, corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("evaluate")
+    module = write_metric(tmp_path / "metrics", "flaky_score", good_calls=1)  # the start-up check passes
+    output_dir = tmp_path / "run"
+    with caplog.at_level(logging.ERROR):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "2", "--eval_strategy",
+                          "steps", "--eval_steps", "2", "--save_steps", "2", "--eval_metrics", "wer",
+                          str(module)))  # fmt: skip
+    assert f"--eval_metrics {module} failed on this evaluation (RuntimeError: broken on call 2)" in caplog.text
+    assert checkpoint_problem(output_dir / "checkpoint-2") is None
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert any("eval_wer" in entry and math.isnan(entry["eval_flaky_score"]) for entry in history)

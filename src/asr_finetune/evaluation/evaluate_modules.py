@@ -42,6 +42,24 @@ def load_module(spec: str) -> Any:
         ) from err
 
 
+BUILT_IN = ("wer", "cer")
+
+
+@functools.cache
+def check_module(spec: str) -> None:
+    """Load module ``spec`` and score one tiny pair with it, at start: a module that cannot, or whose scores would
+    take a built-in metric's name, is refused here rather than at the first evaluation, hours in."""
+    module = load_module(spec)
+    if module.name in BUILT_IN:
+        raise UsageError(f"--eval_metrics {spec}: its scores would be named {module.name!r}, the built-in metric's. "
+                         "Rename the module (its folder and script) so its scores keep a name of their own.")
+    try:
+        module.compute(predictions=["a b"], references=["a b"])
+    except Exception as err:
+        raise UsageError(f"--eval_metrics {spec}: scoring one pair of texts failed ({type(err).__name__}: "
+                         f"{one_line(err)[:200]}). Fix the module or drop it.") from err
+
+
 def module_name(spec: str) -> str:
     """The name a module's scores are reported under (its own ``name``, e.g. ``bleu`` for ``./metrics/bleu``)."""
     return load_module(spec).name
@@ -50,7 +68,12 @@ def module_name(spec: str) -> str:
 def module_scores(spec: str, references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """The numbers module ``spec`` computes for the hypotheses against the references, named as described above."""
     name = module_name(spec)
-    result = load_module(spec).compute(predictions=list(hypotheses), references=list(references))
+    try:
+        result = load_module(spec).compute(predictions=list(hypotheses), references=list(references))
+    except Exception as err:  # an evaluation hours in must not end the run before its checkpoint is saved
+        logger.error("--eval_metrics %s failed on this evaluation (%s: %s); reported as NaN.", spec,
+                     type(err).__name__, one_line(err)[:200])  # fmt: skip
+        return {name: float("nan")}
     if not isinstance(result, dict):
         result = {name: result}
     scores = {}

@@ -11,7 +11,7 @@ import jiwer
 import numpy as np
 
 from asr_finetune.errors import UsageError
-from asr_finetune.evaluation.evaluate_modules import load_module, module_name, module_scores
+from asr_finetune.evaluation.evaluate_modules import check_module, module_name, module_scores
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,11 @@ def _nonempty(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[lis
 
 def check_metric_names(metrics: Sequence[str]) -> None:
     """Refuse unknown ``--eval_metrics`` at start, not after hours of training: names other than the built-in wer
-    and cer must be ``evaluate`` modules that load (:mod:`asr_finetune.evaluation.evaluate_modules`)."""
+    and cer must be ``evaluate`` modules that load and score a pair of texts, under a name of their own
+    (:mod:`asr_finetune.evaluation.evaluate_modules`)."""
     for name in metrics:
         if name not in SUPPORTED_METRICS:
-            load_module(name)
+            check_module(name)
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str], metrics: Sequence[str] = ("wer",)) -> dict:
