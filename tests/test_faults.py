@@ -216,18 +216,6 @@ def test_hf_token_from_the_environment_is_redacted(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------------------------------------- 4. full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real, tiny file system (tmpfs), to fill up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _size(path: Path) -> int:

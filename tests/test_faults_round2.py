@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -401,3 +402,43 @@ def test_case14_a_module_failing_mid_run_loses_no_checkpoint(
     assert checkpoint_problem(output_dir / "checkpoint-2") is None
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert any("eval_wer" in entry and math.isnan(entry["eval_flaky_score"]) for entry in history)
+
+
+# ---------------------------------------------------------------------------------------------- 10. disks and paths
+
+
+@pytest.mark.parametrize("pages_free", [0, 1, 2, 3, 5, 8, 12])
+def test_case10_a_full_disk_anywhere_in_an_eval_run_is_one_line_and_leaves_no_broken_file(
+    reference: Path, corpus: Path, small_disk: Path, pages_free: int
+) -> None:
+    output_dir = small_disk / "eval"
+    filler = small_disk / "filler"
+    filler.unlink(missing_ok=True)
+    free = shutil.disk_usage(small_disk).free
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * (free - pages_free * 4096))
+    try:
+        ctc_main(ctc_args(reference, corpus, output_dir, "--do_eval"))
+    except UsageError as err:
+        assert "the disk is full" in str(err) and "rerun" in str(err)
+    for path in output_dir.rglob("*") if output_dir.exists() else ():
+        if path.is_file():
+            assert path.stat().st_size > 0, path  # every write is whole or absent
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+    assert not (output_dir / "_asr_finetune.lock").exists()
+
+
+def test_case10_an_output_dir_that_is_a_file_or_read_only_is_one_line(
+    reference: Path, corpus: Path, small_disk: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(UsageError, match=r"--output_dir .*a-file is a file, not a folder"):
+        ctc_main(ctc_args(reference, corpus, a_file, "--do_eval"))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(UsageError, match=r"Cannot write to .*: the file system is read-only"):
+            ctc_main(ctc_args(reference, corpus, small_disk / "out", "--do_eval"))
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)

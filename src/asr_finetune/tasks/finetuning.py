@@ -39,7 +39,7 @@ from asr_finetune.training.backends import (
 )
 from asr_finetune.training.checkpoints import resume_point
 from asr_finetune.training.launch import prepare_launch_environment, set_cpu_threads
-from asr_finetune.training.outputs import check_hub_access, write_model_card
+from asr_finetune.training.outputs import check_hub_access, disk_errors, write_model_card
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
 from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, train_and_save
@@ -126,7 +126,8 @@ def finish_data(
     if run.is_main_process:
         missing = {name: {"characters_missing_from_vocab": dict(unknown.get(name, {}))} for name in splits}
         top = {name: {"streamed": True, "shards": stream.stream.n_shards} for name, stream in streams.items()}
-        write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source, **top)
+        with disk_errors(run.training_args.output_dir):
+            write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source, **top)
 
 
 def build_trainer(

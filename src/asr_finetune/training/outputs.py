@@ -50,8 +50,13 @@ def publish_processor_files(write: Callable[[Path], None], output_dir: str | Pat
     output_dir = Path(output_dir)
     staging = output_dir / PROCESSOR_STAGING
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write(staging)
+    with disk_errors(output_dir):
+        try:
+            staging.mkdir(parents=True)
+            write(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a full disk: nothing half-written is published
+            raise
     if keep_existing:
         for path in staging.rglob("*"):
             if path.is_file() and (output_dir / path.relative_to(staging)).exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asr_finetune.errors import UsageError
+from asr_finetune.files import describe_write_failure
 from asr_finetune.training.redaction import redact_argv
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,19 @@ def _take_over(path: Path, judged: dict[str, Any] | None) -> bool:
 def acquire(output_dir: str | Path) -> Path:
     """Take the lock of ``output_dir`` for this process, or raise UsageError naming the run that holds it."""
     directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--output_dir {directory} is a file, not a folder: give a folder (it is created if missing).")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return _acquire(directory)
+    except OSError as err:
+        message = describe_write_failure(err, directory)
+        if message is None:
+            raise
+        raise UsageError(message) from None
+
+
+def _acquire(directory: Path) -> Path:
     path = directory / LOCK_FILE
     record = {
         "pid": os.getpid(),
@@ -120,8 +133,12 @@ def acquire(output_dir: str | Path) -> Path:
                 logger.warning("Taking over the stale lock of %s (%s: no longer running).", directory,
                                f"pid {holder.get('pid')}" if holder else "unreadable lock file")
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+        except OSError:
+            path.unlink(missing_ok=True)  # never leave an empty lock behind (a full disk)
+            raise
         break
     if path not in _held:
         _held.append(path)

@@ -173,11 +173,13 @@ def evaluate_and_report(trainer: Any, metrics: Any) -> dict[str, float]:
     output = trainer.predict(eval_dataset, metric_key_prefix="eval")
     results = dict(output.metrics)
     trainer.log_metrics("eval", results)
-    trainer.save_metrics("eval", results)
+    with disk_errors(trainer.args.output_dir):
+        trainer.save_metrics("eval", results)
     if trainer.is_world_process_zero():
         rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
         rows = in_dataset_order(rows, eval_dataset)
-        write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
+        with disk_errors(trainer.args.output_dir):
+            write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)
         worst = sorted(rows, key=lambda row: row["errors"], reverse=True)[:3]
         for row in worst:
             if row["errors"]:

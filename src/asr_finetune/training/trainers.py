@@ -3,9 +3,11 @@ throughput, the non-finite guard, curves, static shapes under torch.compile), an
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ from asr_finetune.data.collators import IDS_KEY, SKIPPED_KEY, STAT_KEYS, static_
 from asr_finetune.data.sampling import STATIC_BUCKETS
 from asr_finetune.data.streaming import POSITION_KEY
 from asr_finetune.errors import UsageError
-from asr_finetune.files import give_default_mode
+from asr_finetune.files import give_default_mode, write_json
 from asr_finetune.models.joint_ctc import JointCTCMixin
 from asr_finetune.training.curves import TrainingCurvesCallback
 from asr_finetune.training.eval_steps import CTCEvalMixin, Seq2SeqEvalMixin
@@ -176,6 +178,20 @@ class SpeechSamplingMixin:
         if self.run_flags is not None:  # before the checkpoint's trainer_state.json: part of a complete checkpoint
             write_run_flags(output_dir or self.args.output_dir, self.run_flags)
         give_default_mode(output_dir or self.args.output_dir)
+
+    def save_metrics(self, split: str, metrics: dict[str, Any], combined: bool = True) -> None:
+        """``<split>_results.json`` (and ``all_results.json``) written atomically: a full disk never leaves one
+        empty or cut short (the stock method writes in place)."""
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        write_json(metrics, output_dir / f"{split}_results.json")
+        if combined:
+            try:
+                everything = json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                everything = {}
+            write_json(dict(sorted({**everything, **metrics}.items())), output_dir / "all_results.json")
 
     def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
