@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -442,3 +443,26 @@ def test_case10_an_output_dir_that_is_a_file_or_read_only_is_one_line(
             ctc_main(ctc_args(reference, corpus, small_disk / "out", "--do_eval"))
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+# ---------------------------------------------------------------------------------------------- 5. locks across hosts
+
+
+def test_case05_a_lock_from_another_host_is_a_lease(tmp_path: Path) -> None:
+    from asr_finetune.training import run_lock
+
+    path = tmp_path / run_lock.LOCK_FILE
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "earlier"}))
+    with pytest.raises(UsageError, match=r"in use by another run \(pid 1 on elsewhere.*5 minutes after its last"):
+        run_lock.acquire(tmp_path)  # renewed just now: a live run on another machine
+    stale = time.time() - run_lock.LEASE_S - 60
+    os.utime(path, (stale, stale))
+    try:
+        assert run_lock.acquire(tmp_path) == path  # a killed run's lock: taken over, no hand deletion
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        os.utime(path, (stale, stale))
+        run_lock.renew_leases()  # what the holder's heartbeat does every 30 s
+        assert time.time() - path.stat().st_mtime < 60
+    finally:
+        run_lock.release_all()
+    assert not path.exists()

@@ -2,7 +2,9 @@
 
 A second run started in the same output_dir would otherwise interleave its checkpoints with the first one's and
 silently replace them. A lock whose process is gone (same host, pid no longer running) is stale and taken over, by
-one process only however many try at once (a takeover file created with O_EXCL guards the removal).
+one process only however many try at once (a takeover file created with O_EXCL guards the removal). A lock from
+another host cannot be checked by pid: its holder renews it (mtime) every 30 s, and one not renewed for 5 minutes
+is stale (a requeued job on another machine resumes without anyone deleting files).
 The file name starts with "_" so that the Trainer's push to the Hub leaves it out.
 """
 
@@ -15,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +58,36 @@ def _holder_is_gone(holder: dict[str, Any] | None, path: Path) -> bool:
             return time.time() - path.stat().st_mtime > 10
         except OSError:
             return True
-    if holder.get("host") != socket.gethostname():
-        return False  # cannot tell from here
+    if holder.get("host") != socket.gethostname():  # its pid cannot be looked at from here: its lease can
+        try:
+            return time.time() - path.stat().st_mtime > LEASE_S
+        except OSError:
+            return True
     return not _pid_running(int(holder.get("pid", -1)))
+
+
+LEASE_S = 300.0
+"""A lock from another host whose holder has not renewed it (its mtime) for this long is stale: a requeued job on
+another machine takes over a killed run's lock after at most this wait, never a live run's."""
+HEARTBEAT_S = 30.0
+
+
+def renew_leases() -> None:
+    """Touch every lock this process holds: its lease starts again."""
+    for path in list(_held):
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+
+def _renew_leases_forever() -> None:
+    while True:
+        time.sleep(HEARTBEAT_S)
+        renew_leases()
+
+
+_heartbeat: list[threading.Thread] = []
 
 
 TAKEOVER_SUFFIX = ".takeover"
@@ -125,7 +155,8 @@ def _acquire(directory: Path) -> Path:
                        if holder else "a run that is starting")
                 raise UsageError(
                     f"{directory} is in use by another run ({who}). Wait for it to finish or use another "
-                    f"--output_dir. If that run is gone (its machine crashed), delete {path}."
+                    f"--output_dir. A run on another machine that was killed gives its lock up "
+                    f"{LEASE_S / 60:.0f} minutes after its last renewal."
                 ) from None
             if time.time() > deadline:
                 raise UsageError(f"Could not take the lock {path}: another run keeps replacing it.") from None
@@ -142,6 +173,9 @@ def _acquire(directory: Path) -> Path:
         break
     if path not in _held:
         _held.append(path)
+    if not _heartbeat:
+        _heartbeat.append(threading.Thread(target=_renew_leases_forever, name="asr-finetune-lock-lease", daemon=True))
+        _heartbeat[0].start()
     return path
 
 
