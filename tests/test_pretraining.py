@@ -294,8 +294,8 @@ def test_resume_reads_no_pickle_from_the_output_dir(pretrained: Path, tiny_model
     main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "20", "--saving_steps", "6"))
     assert json.loads((output_dir / RESULTS_FILE).read_text())["global_step"] == 20
     assert not marker.exists()
-    # The files we load with torch.load refuse pickled objects (weights_only=True).
-    (checkpoint / "optimizer.bin").write_bytes(pickle.dumps(Payload()))
+    # The files we load with torch.load refuse pickled objects (weights_only=True), also inside a whole torch file.
+    torch.save(Payload(), checkpoint / "optimizer.bin")
     with pytest.raises(Exception, match="(?i)weights.only|unpickl"):
         main(pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "24", "--saving_steps", "6",
                               "--resume_from_checkpoint", str(checkpoint)))

@@ -194,7 +194,7 @@ def translate_legacy_argv(argv: Sequence[str], training_fields: set[str]) -> tup
         translated = flag.translate(value)
         for key, new_value in translated.items():
             out += [f"--{key}", str(new_value)]
-        if translated or not flag.is_switch:  # "--overwrite_output_dir false" changes nothing: no note
+        if not flag.is_switch or parse_bool(value):  # "--overwrite_output_dir false" asks for nothing: no note
             notes.append(flag.message.format(value=value))
     return out, notes
 

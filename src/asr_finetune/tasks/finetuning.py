@@ -42,7 +42,7 @@ from asr_finetune.training.launch import prepare_launch_environment, set_cpu_thr
 from asr_finetune.training.outputs import check_hub_access, disk_errors, write_model_card
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
-from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, train_and_save
+from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, finished_state, train_and_save
 from asr_finetune.training.trainers import wants_length_grouping
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     resume = prepare_run(training_args)
     flags = run_flags(task.name, model_args, training_args)
     if resume:
-        check_resume_flags(resume, flags)
+        check_resume_flags(resume, flags, training_on=finished_state(training_args, resume) is None)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
     return FineTuning(model_args, data_args, batching_args, streaming_args, training_args, backend, command.argv,

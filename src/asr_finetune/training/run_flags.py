@@ -18,7 +18,7 @@ RUN_FLAGS_FILE = "run_flags.json"
 MODEL_FLAGS = ("model_name_or_path", "config_name", "tokenizer_name_or_path", "tokenizer_name")
 TRAINING_FLAGS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "optim", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+    "adam_beta2", "adam_epsilon", "per_device_train_batch_size", "gradient_accumulation_steps",
 )  # fmt: skip
 
 
@@ -40,9 +40,13 @@ def write_run_flags(directory: str | Path, flags: dict[str, Any]) -> None:
     write_json(flags, Path(directory) / RUN_FLAGS_FILE)
 
 
-def check_resume_flags(checkpoint: str | Path, flags: dict[str, Any]) -> None:
+def check_resume_flags(checkpoint: str | Path, flags: dict[str, Any], training_on: bool = True) -> None:
     """Refuse, naming each flag, to resume ``checkpoint`` with run-defining flags other than those it was trained
-    with. A checkpoint written before flags were recorded is resumed as before (said in the log)."""
+    with. ``training_on`` False (the command's training is already complete): only the model flags count, since
+    nothing more is trained. A checkpoint written before flags were recorded is resumed as before (said in the
+    log)."""
+    if not training_on:
+        flags = {name: value for name, value in flags.items() if name == "task" or name in MODEL_FLAGS}
     path = Path(checkpoint) / RUN_FLAGS_FILE
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
