@@ -30,10 +30,10 @@ def run_cli(main: Callable[[], Any]) -> None:
         failed = True
         logging.getLogger("asr_finetune").warning("%s", err)
         sys.exit(err.status)
-    except KeyboardInterrupt:  # Ctrl-C before training started (during training it saves first: Stopped)
+    except KeyboardInterrupt:  # Ctrl-C outside training (during training it saves first: Stopped)
         failed = True
-        logging.getLogger("asr_finetune").warning("Interrupted (Ctrl-C) before training; the last complete "
-                                                  "checkpoint is kept. Rerun the command to resume.")
+        logging.getLogger("asr_finetune").warning("Interrupted (Ctrl-C); the last complete checkpoint is kept. "
+                                                  "Rerun the command to resume.")
         sys.exit(130)
     except BaseException:
         failed = True  # a crash: no barrier for the other processes (it would hide this traceback forever)

@@ -1,7 +1,8 @@
 """Stopping on request: SIGTERM (what Slurm and Kubernetes send before they kill), SIGUSR1 (Slurm's
 ``--signal=USR1@90``) and Ctrl-C. During training the current step is finished, a complete checkpoint written and the
 run ends with :class:`~asr_finetune.errors.Stopped` (exit ``128 + signal``); a rerun resumes from that checkpoint.
-Outside training, or asked a second time, it stops at once with the same one-line exit. With several processes the
+Asked a second time, it stops at once with the same one-line exit. The handlers are in place while the Trainer
+trains; outside that, the signals keep their usual meaning (Ctrl-C: one line, exit 130). With several processes the
 request is shared at the end of every step, so all of them stop after the same step."""
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ class StopRequest:
         self.signum: int | None = None
         self.training = False
         self.stopped_at: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             for signum in SIGNALS:
-                signal.signal(signum, self._handle)
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        """Put back the handlers found at :meth:`install` (training is over)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -60,6 +68,7 @@ class StopRequestCallback(TrainerCallback):
         self.request = request
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.request.install()
         self.request.training = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -74,3 +83,4 @@ class StopRequestCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.request.training = False
+        self.request.restore()

@@ -83,6 +83,8 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
                 f"{resume_from_checkpoint} holds a model of another shape than this command's ({mismatch}). Start "
                 "fresh with --resume_from_checkpoint false, or use another --output_dir."
             ) from None
+        finally:
+            trainer.stop_request.restore()
         trainer.stop_request.raise_if_stopped(trainer.args.output_dir)
         save_final_model(trainer)
     metrics = dict(result.metrics)

@@ -101,7 +101,6 @@ class SpeechSamplingMixin:
         if self.static_compile:
             compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
         self.stop_request = StopRequest()
-        self.stop_request.install()
         self.add_callback(StopRequestCallback(self, self.stop_request))
         self.add_callback(_NonFiniteCallback(self))
         self.add_callback(_BestMetricCallback())
