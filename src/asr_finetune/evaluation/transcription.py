@@ -99,12 +99,15 @@ def prepare_output_dir(output_dir: Path, inputs: Sequence[AudioInput], output_fo
     except OSError as err:
         raise UsageError(f"--output_dir {output_dir}: cannot write there ({err.strerror or err}). Choose a folder "
                          "you can write to.") from err  # fmt: skip
-    ours = set(_written(output_dir))
+    ours = _written(output_dir)
     targets = [output_dir / item.name.with_suffix(f".{output_format}") for item in inputs]
     for item, target in zip(inputs, targets, strict=True):
         if target.exists() and str(target.relative_to(output_dir)) not in ours:
             raise UsageError(f"{item.path} would write {target}, which exists and was not written by asr-transcribe. "
                              "Choose another --output_dir (this one holds other files, e.g. a model).")  # fmt: skip
+    # Listed once, before any is written, so a rerun may replace each of them.
+    names = [str(target.relative_to(output_dir)) for target in targets]
+    write_json([*ours, *(name for name in dict.fromkeys(names) if name not in ours)], output_dir / WRITTEN_LIST)
     return targets
 
 
@@ -114,13 +117,6 @@ def _written(output_dir: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
-
-
-def record_written(output_dir: Path, target: Path) -> None:
-    names = _written(output_dir)
-    name = str(target.relative_to(output_dir))
-    if name not in names:
-        write_json([*names, name], output_dir / WRITTEN_LIST)
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -280,6 +276,5 @@ def transcribe_all(
         else:
             target = output_dir / item.name.with_suffix(f".{output_format}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            record_written(output_dir, target)  # listed before it is written: a rerun may replace it
             atomic_write_text(target, text)
     return totals
