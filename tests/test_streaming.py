@@ -217,7 +217,9 @@ def test_make_shards_writes_a_split_the_stream_reads_whole(corpus: Path, tmp_pat
                     "--output_dir", str(tmp_path), "--splits", "test", "--num_shards", "3", "--format", "tar"],
                    check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert len(list((tmp_path / "test").glob("*.tar"))) == 3
-    rows = list(open_stream(DataArguments(dataset_name=str(tmp_path)), "test", None))
+    opened = open_stream(DataArguments(dataset_name=str(tmp_path)), "test", None)
+    rows = list(opened.stream)
+    assert opened.shards == [f"test/test-0000{i}-of-00003.tar" for i in range(3)] and not opened.left_out
     expected = {row["text"] for row in local_rows(corpus, "test")}
     assert len(rows) == 8 and {row["text"] for row in rows} == expected
     assert all(row["audio"]["bytes"][:4] == b"RIFF" for row in rows)

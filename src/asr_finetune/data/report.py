@@ -26,6 +26,8 @@ class DropCounts:
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    shards_left_out: dict[str, str] = field(default_factory=dict)
+    """Whole shards of a stream left out at start (path -> why), besides the rows counted above."""
 
     def add(self, reason: str, count: int, example_ids: Sequence[str]) -> None:
         self.counts[reason] += count
@@ -37,12 +39,11 @@ class DropCounts:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        if not self.counts:
-            return "none"
-        return "; ".join(
-            f"{count} {reason} (e.g. {', '.join(self.examples.get(reason, [])[:3])})"
-            for reason, count in self.counts.most_common()
-        )
+        parts = [f"{count} {reason} (e.g. {', '.join(self.examples.get(reason, [])[:3])})"
+                 for reason, count in self.counts.most_common()]
+        if self.shards_left_out:
+            parts.append(f"{len(self.shards_left_out)} shard(s) left out ({', '.join(self.shards_left_out)})")
+        return "; ".join(parts) or "none"
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -77,6 +78,7 @@ def write_data_report(
             "hours": round(sum(split["duration"]) / 3600, 4),
             "dropped": drops[name].as_dict(),
             "dropped_examples": drops[name].examples,
+            **({"shards_left_out": drops[name].shards_left_out} if drops[name].shards_left_out else {}),
             **(per_split or {}).get(name, {}),
         }
     write_json(report, Path(output_dir) / DATA_REPORT_FILE)

@@ -23,6 +23,7 @@ from transformers.trainer_callback import ExportableState
 from asr_finetune.data.packing import speech_dataset_over
 from asr_finetune.data.report import DropCounts
 from asr_finetune.data.streaming import POSITION_KEY, SKIP, StreamingSplit
+from asr_finetune.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,12 @@ class StreamPlan:
 class SpeechStream(torch.utils.data.IterableDataset):
     """This process's batches of a :class:`StreamingSplit`, as lists of decoded items with their position.
 
-    ``resume`` is this process's entry of a checkpoint's stream state (:class:`StreamProgress`), or None.
+    ``resume`` is this process's entry of a checkpoint's stream state (:class:`StreamProgress`), or None;
+    ``restart`` reads the stream from its start all the same (``--restart_stream``).
     """
 
     def __init__(self, split: StreamingSplit, plan: StreamPlan, feature_extractor: Any, audio_column: str,
-                 on_bad_row: str, resume: dict[str, Any] | None = None) -> None:
+                 on_bad_row: str, resume: dict[str, Any] | None = None, restart: bool = False) -> None:
         self.split = split
         self.plan = plan
         self.feature_extractor = feature_extractor
@@ -79,7 +81,8 @@ class SpeechStream(torch.utils.data.IterableDataset):
             stream = split_dataset_by_node(stream, rank=plan.rank, world_size=plan.world_size)
         self.stream = stream
         self.workers = min(plan.workers, stream.n_shards) if plan.workers else 0
-        self.progress = StreamProgress.restore(resume, max(self.workers, 1))
+        shards = split.shards or [f"{stream.n_shards} shard(s) of {split.label}"]
+        self.progress = StreamProgress.restore(resume, max(self.workers, 1), shards, restart)
 
     def __iter__(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]] | str]:
         info = torch.utils.data.get_worker_info()
@@ -189,6 +192,9 @@ def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
             yield value
     finally:
         stop.set()
+        # Let a read in progress finish: a thread still inside Arrow's C++ reader when the interpreter exits aborts
+        # the process ("terminate called without an active exception") after a run that succeeded.
+        thread.join(timeout=60)
 
 
 def _blocks(stream: datasets.IterableDataset, size: int) -> Iterator[pa.Table]:
@@ -253,10 +259,11 @@ class StreamLoader:
 
 class StreamProgress:
     """Where each loader worker of this process stands: the position of the last batch trained on, the worker
-    whose batch is due next, and what the blocks read so far dropped."""
+    whose batch is due next, what the blocks read so far dropped, and the shards the positions refer to."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, shards: list[str] | None = None) -> None:
         self.workers = workers
+        self.shards = list(shards or [])
         self.positions: dict[str, dict[str, Any]] = {}
         self.start_worker = 0
         self.next_worker = 0
@@ -264,10 +271,40 @@ class StreamProgress:
         self.rows_read = 0
 
     @classmethod
-    def restore(cls, saved: dict[str, Any] | None, workers: int) -> StreamProgress:
-        progress = cls(workers)
+    def restore(cls, saved: dict[str, Any] | None, workers: int, shards: list[str] | None = None,
+                restart: bool = False) -> StreamProgress:
+        """The progress to continue from ``saved`` (a checkpoint's entry for this process).
+
+        Saved positions index the shard list they were read from: a checkpoint whose list differs is refused by
+        name (added and removed shards), unless ``restart`` (the stream starts again; rows read and dropped so
+        far still count)."""
+        progress = cls(workers, shards)
         if not saved:
             return progress
+        progress.drops = dict(saved.get("drops", {}))
+        progress.rows_read = int(saved.get("rows_read", 0))
+        if restart:
+            logger.warning("--restart_stream: the stream starts again from its beginning (the weights, optimizer "
+                           "and step count resume).")
+            return progress
+        recorded = saved.get("shards")
+        if recorded is not None and shards is not None and recorded != list(shards):
+            added = [name for name in shards if name not in recorded]
+            removed = [name for name in recorded if name not in shards]
+            change = "; ".join(part for part in (
+                f"added: {', '.join(added[:5])}{' ...' if len(added) > 5 else ''}" if added else "",
+                f"removed: {', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}" if removed else "",
+                "" if added or removed else "the same shards in another order",
+            ) if part)
+            raise UsageError(
+                f"The checkpoint's stream position was saved reading {len(recorded)} shard(s); the split now has "
+                f"{len(shards)} ({change}). Its saved positions belong to the old list. Restore the shards to go "
+                "on where it stopped, pass --restart_stream to resume the model and read the stream again from "
+                "its start, or --resume_from_checkpoint false to start fresh."
+            )
+        if recorded is None:
+            logger.info("The checkpoint records no shard list (an older checkpoint): resuming its positions as "
+                        "saved.")
         if saved.get("workers") != workers:
             logger.warning("The checkpoint's stream was read by %s loader worker(s), this run has %d: the stream "
                            "starts again from the beginning (batches already trained on are seen again).",
@@ -275,8 +312,6 @@ class StreamProgress:
             return progress
         progress.positions = dict(saved["positions"])
         progress.start_worker = progress.next_worker = int(saved["next_worker"])
-        progress.drops = dict(saved.get("drops", {}))
-        progress.rows_read = int(saved.get("rows_read", 0))
         return progress
 
     def consumed(self, meta: dict[str, Any]) -> None:
@@ -288,8 +323,8 @@ class StreamProgress:
         self.next_worker = (int(meta["worker"]) + 1) % self.workers
 
     def state(self) -> dict[str, Any]:
-        return {"workers": self.workers, "positions": self.positions, "next_worker": self.next_worker,
-                "drops": self.drops, "rows_read": self.rows_read}
+        return {"workers": self.workers, "shards": self.shards, "positions": self.positions,
+                "next_worker": self.next_worker, "drops": self.drops, "rows_read": self.rows_read}
 
 
 class StreamStateCallback(TrainerCallback, ExportableState):

@@ -36,6 +36,7 @@ from asr_finetune.data.arguments import DataArguments
 from asr_finetune.data.loading import SplitConfig, check_columns, load_hub, prepare_rows
 from asr_finetune.data.local import parse_split_expression
 from asr_finetune.data.report import DropCounts
+from asr_finetune.data.shard_check import ShardCheck, check_shards
 from asr_finetune.errors import DataError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class StreamingArguments:
         default=None,
         metadata={"help": "CTC without --tokenizer_name_or_path: build the vocab from the first N training rows."},
     )
+    restart_stream: bool = field(
+        default=False,
+        metadata={"help": "On resume, read the stream again from its start (the model, optimizer and step count "
+                  "resume): for a shard list that changed since the checkpoint."},
+    )
 
     def __post_init__(self) -> None:
         if self.shuffle_buffer_size < 1:
@@ -79,7 +85,7 @@ class StreamingArguments:
 def check_streaming_flags(streaming: StreamingArguments, training_args: Any, given: dict[str, Any]) -> None:
     """A stream has no length: refuse at start what would need one, naming the flag."""
     if not streaming.streaming:
-        for name in ("shuffle_buffer_size", "vocab_from_first_n"):
+        for name in ("shuffle_buffer_size", "vocab_from_first_n", "restart_stream"):
             if name in given:
                 raise UsageError(f"--{name} goes with --streaming (or the *_streaming.py scripts).")
         return
@@ -109,20 +115,40 @@ def local_shards(root: Path, split: str) -> tuple[str, list[str]] | None:
     return None
 
 
-def open_stream(data_args: DataArguments, expression: str, cache_dir: str | None) -> datasets.IterableDataset:
+@dataclass
+class OpenedStream:
+    """A split expression opened as one stream, with the shards it reads (local shards: their paths relative to
+    the dataset folder; a Hub stream: none known) and those left out (path -> why)."""
+
+    stream: datasets.IterableDataset
+    shards: list[str]
+    left_out: dict[str, str]
+
+
+def open_stream(data_args: DataArguments, expression: str, cache_dir: str | None) -> OpenedStream:
     """The split expression (``train`` or ``train+validation``; no slices) as one stream with the columns the
-    map-style path has: the audio column (undecoded ``{"bytes", "path"}``), the text column, and ``id``."""
+    map-style path has: the audio column (undecoded ``{"bytes", "path"}``), the text column, and ``id``. Local
+    shards are checked first (:mod:`asr_finetune.data.shard_check`)."""
     parts = parse_split_expression(expression)
     if any(part.start or part.stop for part in parts):
         raise UsageError(f"--streaming reads whole splits; {expression!r} slices one. Use --max_train_samples N "
                          "to train on the first N rows.")
-    streams = [_open_split(data_args, part.name, cache_dir) for part in parts]
-    return streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
+    opened = [_open_split(data_args, part.name, cache_dir) for part in parts]
+    streams = [stream for stream, _ in opened]
+    checks = [check for _, check in opened if check is not None]
+    root = Path(data_args.dataset_name).expanduser()
+    shards = [str(Path(path).relative_to(root)) for check in checks for path in check.files]
+    left_out = {path: why for check in checks for path, why in check.left_out.items()}
+    stream = streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
+    return OpenedStream(stream, shards, left_out)
 
 
-def _open_split(data_args: DataArguments, split: str, cache_dir: str | None) -> datasets.IterableDataset:
+def _open_split(
+    data_args: DataArguments, split: str, cache_dir: str | None
+) -> tuple[datasets.IterableDataset, ShardCheck | None]:
     root = Path(data_args.dataset_name).expanduser()
     label = f"{data_args.dataset_name} split {split!r}"
+    check = None
     if root.exists():
         found = local_shards(root, split) if root.is_dir() else None
         if found is None:
@@ -132,11 +158,13 @@ def _open_split(data_args: DataArguments, split: str, cache_dir: str | None) -> 
                 f"{', '.join(splits) or 'none'}). Without --streaming the folder is read as a map-style dataset."
             )
         builder, files = found
-        stream = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True)
+        check = check_shards(builder, files, data_args.audio_column_name, data_args.text_column_name,
+                             data_args.on_bad_row, label, (*AUDIO_EXTENSIONS, data_args.audio_column_name))
+        stream = datasets.load_dataset(builder, data_files={split: check.files}, split=split, streaming=True)
     else:
         stream = load_hub(data_args.dataset_name, split, data_args.dataset_config_name, cache_dir, data_args.token,
                           data_args.trust_remote_code, streaming=True)
-    return _standard_columns(stream, data_args, label)
+    return _standard_columns(stream, data_args, label), check
 
 
 def _standard_columns(
@@ -158,7 +186,8 @@ def _standard_columns(
     if text not in columns and "txt" in columns:
         stream, columns = stream.rename_column("txt", text), [text if c == "txt" else c for c in columns]
     elif text not in columns and "json" in columns:
-        stream = stream.map(lambda row: {text: (row["json"] or {}).get(text)}, remove_columns=["json"])
+        # "" for a sample without one (counted as an empty transcript): None would make a column of nulls.
+        stream = stream.map(lambda row: {text: (row["json"] or {}).get(text) or ""}, remove_columns=["json"])
         columns = [c for c in columns if c != "json"] + [text]
     if "__key__" in columns and data_args.id_column_name not in columns:
         stream = stream.rename_column("__key__", data_args.id_column_name)
@@ -169,7 +198,7 @@ def _standard_columns(
 
 def _file_bytes(audio: str, extension: str, row: dict[str, Any]) -> dict[str, Any]:
     value = row[extension]
-    data = value.get("bytes") if isinstance(value, dict) else value
+    data = (value.get("bytes") if isinstance(value, dict) else value) or b""  # no audio: empty, counted as such
     path = (value.get("path") if isinstance(value, dict) else None) or f"{row.get('__key__', 'clip')}.{extension}"
     return {audio: {"bytes": data, "path": path}}
 
@@ -193,6 +222,10 @@ class StreamingSplit:
     max_samples: int | None = None
     first_n: int | None = None
     steps: list[BlockStep] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+    """The shards read (local: paths in the dataset folder; recorded in each checkpoint's stream state)."""
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Shards left out at start (path -> why): unreadable ones under --on_bad_row skip, and empty ones."""
     pack: Callable[[datasets.Dataset], Any] | None = None
     """``--pack_utterances``: each prepared block -> :class:`asr_finetune.data.packing.Packs` (packed within the
     block)."""
@@ -229,8 +262,9 @@ def load_stream(
     data_args: DataArguments, streaming: StreamingArguments, split_config: SplitConfig,
     normalize: Callable[[list[str]], list[str]], cache_dir: str | None,
 ) -> StreamingSplit:
-    """The train split of ``--streaming``, opened (its columns checked) but not read."""
-    stream = open_stream(data_args, data_args.train_split_name, cache_dir)
+    """The train split of ``--streaming``, opened (its shards and columns checked) but not read."""
+    opened = open_stream(data_args, data_args.train_split_name, cache_dir)
+    stream = opened.stream
     if data_args.max_train_samples is not None:
         stream = stream.take(data_args.max_train_samples)
     if split_config.audio_check == "tail":
@@ -239,16 +273,17 @@ def load_stream(
         split_config = dataclasses.replace(split_config, audio_check="header")
     return StreamingSplit(stream, split_config, normalize, f"{data_args.dataset_name} split "
                           f"{data_args.train_split_name!r}", streaming.shuffle_buffer_size,
-                          first_n=streaming.vocab_from_first_n)
+                          first_n=streaming.vocab_from_first_n, shards=opened.shards, left_out=opened.left_out)
 
 
-def load_eval_rows(data_args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+def load_eval_rows(data_args: DataArguments, cache_dir: str | None) -> tuple[datasets.Dataset, dict[str, str]]:
     """The evaluation split of a streaming run, read from its stream into memory (``--max_eval_samples`` rows, or
-    all): evaluation needs a fixed set in a fixed order."""
-    stream = open_stream(data_args, data_args.eval_split_name, cache_dir)
+    all): evaluation needs a fixed set in a fixed order. Also the shards left out (path -> why)."""
+    opened = open_stream(data_args, data_args.eval_split_name, cache_dir)
+    stream = opened.stream
     if data_args.max_eval_samples is not None:
         stream = stream.take(data_args.max_eval_samples)
     else:
         logger.warning("--streaming: reading the whole eval split %r into memory; --max_eval_samples N caps it.",
                        data_args.eval_split_name)
-    return datasets.Dataset.from_list(list(stream))
+    return datasets.Dataset.from_list(list(stream)), opened.left_out

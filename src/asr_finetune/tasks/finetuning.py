@@ -125,7 +125,9 @@ def finish_data(
     require_rows(splits, drops)
     if run.is_main_process:
         missing = {name: {"characters_missing_from_vocab": dict(unknown.get(name, {}))} for name in splits}
-        top = {name: {"streamed": True, "shards": stream.stream.n_shards} for name, stream in streams.items()}
+        top = {name: {"streamed": True, "shards": stream.stream.n_shards,
+                      **({"shards_left_out": stream.left_out} if stream.left_out else {})}
+               for name, stream in streams.items()}
         with disk_errors(run.training_args.output_dir):
             write_data_report(run.training_args.output_dir, splits, drops, missing, vocab=source, **top)
 
@@ -190,7 +192,8 @@ def stream_dataset(run: FineTuning, split: Any, feature_extractor: Any) -> Any:
         batching=run.batching_args, group_by_length=wants_length_grouping(args),
     )
     return SpeechStream(split, plan, feature_extractor, run.data_args.audio_column_name, run.data_args.on_bad_row,
-                        resume=saved_progress(run.resume, args.process_index))
+                        resume=saved_progress(run.resume, args.process_index),
+                        restart=run.streaming_args.restart_stream)
 
 
 def require_rows(splits: dict[str, Any], drops: dict[str, DropCounts]) -> None:
@@ -250,8 +253,9 @@ def load_splits(
             split_config = config if name == "train" else dataclasses.replace(config, max_duration=None)
             if streaming:
                 label = f"{data_args.dataset_name} split {expression!r} (from its stream)"
-                splits[name], drops[name] = prepare_rows(load_eval_rows(data_args, cache_dir), split_config,
-                                                         normalize, label)
+                rows, left_out = load_eval_rows(data_args, cache_dir)
+                splits[name], drops[name] = prepare_rows(rows, split_config, normalize, label)
+                drops[name].shards_left_out = left_out
                 continue
             splits[name], drops[name] = prepare_split(split_config, expression, normalize, max_samples=max_samples)
     if "eval" in splits:
