@@ -6,9 +6,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC, pipeline
@@ -18,6 +20,7 @@ from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.data.audio import load_audio
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation import longform, transcription
+from asr_finetune.evaluation.long_audio import LongFile, whisper_log_mel
 from asr_finetune.evaluation.metrics import error_rates, make_eval_normalizer
 from asr_finetune.models.loading import dtype_kwargs
 
@@ -236,3 +239,68 @@ def test_pipeline_needs_torchaudio_only_for_arrays_at_another_rate(ctc_model: Pa
         samples, rate = soundfile.read(spoken["weather"], dtype="float32")
         with pytest.raises(ImportError, match="torchaudio"):
             asr({"raw": samples, "sampling_rate": rate})
+
+
+# ---------------------------------------------------------------------------------------------- long files (case 16)
+
+
+def peak_rss_mb(*command: str) -> float:
+    """Peak RSS of ``command`` alone, in MB: measured by a fresh wrapper process whose only child it is."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", wrapper, *command], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def test_case16_long_files_are_read_in_blocks_with_the_same_transcript(
+    ctc_model: Path, real_whisper: Path, spoken: dict[str, Path], tmp_path: Path
+) -> None:
+    """A file longer than the block threshold is read, resampled and decoded in blocks: the text and the word or
+    segment times are those of decoding it whole (CTC: a 22.05 kHz file, resampled as it is read; the real
+    Whisper: long-form decoding over features computed block by block)."""
+    long22k = tmp_path / "long22k.wav"
+    sox(spoken["weather"], long22k, "repeat", "15")  # about 70 s at 22.05 kHz
+    ctc = transcription.Transcriber(str(ctc_model))
+    streamed, whole = ctc.read(str(long22k), long_file_seconds=60), ctc.read(str(long22k), long_file_seconds=1e9)
+    assert isinstance(streamed, LongFile) and not isinstance(whole, LongFile)
+    ours, reference = ctc(streamed, timed=True), ctc(whole, timed=True)
+    assert reference.text and ours.text == reference.text and ours.words == reference.words
+    assert len(streamed) == len(whole)
+
+    whisper = transcription.Transcriber(str(real_whisper))
+    long16k = tmp_path / "long16k.flac"
+    sox(spoken["meeting"], long16k, "repeat", "16")  # about 70 s: three windows of long-form decoding
+    ours = whisper(whisper.read(str(long16k), long_file_seconds=60), timed=True)
+    reference = whisper(whisper.read(str(long16k), long_file_seconds=1e9), timed=True)
+    assert "tomorrow morning" in reference.text
+    assert ours.text == reference.text and ours.segments == reference.segments
+
+
+def test_case16_whisper_features_block_by_block_equal_the_extractor(spoken: dict[str, Path]) -> None:
+    from transformers import WhisperFeatureExtractor
+
+    extractor = WhisperFeatureExtractor()
+    samples = np.tile(load_audio(str(spoken["meeting"]), 16_000), 12)[:-77]  # not a whole number of frames
+    reference = extractor(samples, sampling_rate=16_000, truncation=False, padding="longest")["input_features"]
+    block = 16_000 * 7 + 13  # blocks that end mid-frame
+    ours, count = whisper_log_mel(extractor, (samples[i : i + block] for i in range(0, len(samples), block)),
+                                  len(samples) + 16_000)  # fmt: skip
+    assert count == len(samples) and ours.shape == np.asarray(reference).shape
+    assert np.array_equal(ours.numpy(), np.asarray(reference))
+
+
+def test_case16_transcribe_memory_is_flat_in_file_length(ctc_model: Path, spoken: dict[str, Path],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """Decoded whole, a 16 kHz file costs about 1.1 GB per hour of audio; read in blocks, 24 minutes cost what 6
+    do (within the model's own noise)."""
+    clip = tmp_path / "clip16k.wav"
+    sox(spoken["weather"], "-r", "16000", clip)
+    peaks = {}
+    for minutes in (6, 24):
+        path = tmp_path / f"{minutes}min.wav"
+        sox(clip, path, "repeat", str(int(minutes * 60 / 4.2)))
+        peaks[minutes] = peak_rss_mb(sys.executable, "-m", "asr_finetune.cli.transcribe", "--model",
+                                     str(ctc_model), "--no_progress", "--output_dir", str(tmp_path / "out"),
+                                     str(path))  # fmt: skip
+    # Whole, the 18 extra minutes would cost about 330 MB.
+    assert peaks[24] - peaks[6] < 60, peaks

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +150,40 @@ def load_audio(source: AudioSource, target_sr: int) -> np.ndarray:
             "(or remove the row)."
         )
     return resample(to_mono(samples), int(sr), target_sr)
+
+
+def audio_blocks(source: AudioSource, target_sr: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """A file's audio as mono float32 blocks at ``target_sr``, read and resampled piece by piece: memory does not
+    grow with the file's length. Raises AudioError naming the source (and the time of a bad sample)."""
+    target = _open_target(source)
+    name = describe_source(source)
+    try:
+        handle = sf.SoundFile(target)
+    except Exception as err:  # soundfile raises several types for unreadable input
+        raise AudioError(f"Cannot decode audio {name}: {err}") from err
+    with handle:
+        rate = int(handle.samplerate)
+        resampler = None if rate == target_sr else soxr.ResampleStream(rate, target_sr, 1, quality="HQ")
+        blocks = handle.blocks(blocksize=max(1, int(block_seconds * rate)), dtype="float32", always_2d=True)
+
+        def read() -> np.ndarray | None:
+            try:
+                return next(blocks, None)
+            except Exception as err:
+                raise AudioError(f"Cannot decode audio {name} after {read_frames / rate:.1f} s: {err}") from err
+
+        read_frames = 0
+        pending = read()
+        while pending is not None:
+            following = read()
+            mono = to_mono(pending)
+            if not np.isfinite(mono).all():
+                raise AudioError(f"Audio {name} has samples that are NaN or infinite (after {read_frames / rate:.1f} "
+                                 "s): re-export the file (or remove the row).")
+            read_frames += len(mono)
+            out = resampler.resample_chunk(mono, last=following is None) if resampler else mono
+            if len(out):
+                yield out
+            pending = following
+        if read_frames == 0:
+            raise AudioError(f"Audio {name} contains no samples.")

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from asr_finetune.data.features import extract_features, window_frames
+from asr_finetune.evaluation.long_audio import LongFile, StreamedWaveform
 
 CTC_CHUNK_SECONDS = 30.0
 CTC_STRIDE_SECONDS = 5.0
@@ -78,8 +79,10 @@ def ctc_chunked_logits(
     sampling_rate: int,
     chunk_length_s: float | None = None,
     stride_length_s: float | None = None,
+    argmax: bool = False,
 ) -> torch.Tensor:
-    """(frames, vocab) logits of one clip (1-D input values), computed on overlapping windows.
+    """(frames, vocab) logits of one clip (1-D input values), computed on overlapping windows; with ``argmax``,
+    the (frames,) best ids only (all a greedy decoding needs: memory stays small for hours of audio).
 
     Window starts are whole frames apart, so each kept frame is the frame the whole-clip pass would have at that
     position, computed with at least ``stride_length_s`` of context on both sides (except at the clip's ends).
@@ -94,7 +97,8 @@ def ctc_chunked_logits(
     total = samples.shape[-1]
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(total)))
     if total <= chunk:
-        return model(samples[None]).logits[0, :frames]
+        logits = model(samples[0:total][None]).logits[0, :frames]
+        return logits.argmax(-1) if argmax else logits
     pieces = []
     step = chunk - 2 * stride
     start, kept_until = 0, 0  # kept_until: first frame not yet filled
@@ -107,7 +111,7 @@ def ctc_chunked_logits(
         piece = logits[local]
         if piece.shape[0] < end_frame - kept_until:  # the window's own frame count falls short at the very end
             piece = torch.cat([piece, piece[-1:].expand(end_frame - kept_until - piece.shape[0], -1)])
-        pieces.append(piece)
+        pieces.append(piece.argmax(-1) if argmax else piece)
         kept_until = end_frame
         start += step
     return torch.cat(pieces)
@@ -181,13 +185,26 @@ class Transcript:
     words: list[Timed] = field(default_factory=list)
 
 
-def _model_inputs(processor: Any, samples: np.ndarray, dtype: torch.dtype) -> tuple[Any, torch.Tensor, Any, int]:
+def _model_inputs(processor: Any, samples: np.ndarray | LongFile,
+                  dtype: torch.dtype) -> tuple[Any, Any, dict[str, Any], int]:
+    """(feature extractor, the model's input for the clip, other extractor outputs, rate). A :class:`LongFile`
+    gives its input as it is read: a streamed waveform (CTC) or Whisper features computed block by block."""
     feature_extractor = getattr(processor, "feature_extractor", processor)
     rate = feature_extractor.sampling_rate
+    if isinstance(samples, LongFile):
+        if feature_extractor.model_input_names[0] == "input_values":
+            return feature_extractor, samples.waveform(feature_extractor), {}, rate
+        inputs = samples.whisper_features(feature_extractor).to(dtype)
+        return feature_extractor, inputs, {"attention_mask": torch.ones(1, inputs.shape[-1], dtype=torch.long)}, rate
     features = extract_features(feature_extractor, samples, rate)
     name = feature_extractor.model_input_names[0]
     inputs = torch.as_tensor(np.asarray(features[name])).to(dtype)  # (1, ...): extractors return batches
     return feature_extractor, inputs, features, rate
+
+
+def _one_clip(inputs: Any) -> Any:
+    """A CTC model's input for its one clip: the batch's row, or the streamed waveform as it is."""
+    return inputs if isinstance(inputs, StreamedWaveform) else inputs[0]
 
 
 @torch.no_grad()
@@ -203,7 +220,7 @@ def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: An
         else:
             ids = model.generate(inputs, **gen_kwargs)
         return processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
-    return ctc_words(model, processor.tokenizer, inputs[0], rate).text
+    return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate).text
 
 
 @torch.no_grad()
@@ -214,7 +231,7 @@ def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwar
     duration = round(len(samples) / rate, 3)
     model.eval()
     if not getattr(model.config, "is_encoder_decoder", False):
-        return ctc_words(model, processor.tokenizer, inputs[0], rate)
+        return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate)
     window = window_frames(feature_extractor)
     if window is None:  # no timestamps to predict: one segment over the clip
         text = processor.tokenizer.batch_decode(model.generate(inputs, **gen_kwargs), skip_special_tokens=True)[0]
@@ -234,12 +251,13 @@ def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwar
     return Transcript(" ".join(segment.text for segment in segments), segments)
 
 
-def ctc_words(model: Any, tokenizer: Any, input_values: torch.Tensor, sampling_rate: int) -> Transcript:
-    """Argmax decoding of one clip (chunked when long), with each word's time from the frames it spans.
+def ctc_words(model: Any, tokenizer: Any, input_values: Any, sampling_rate: int) -> Transcript:
+    """Argmax decoding of one clip (chunked when long; a tensor or a :class:`StreamedWaveform`), with each word's
+    time from the frames it spans.
 
     A tokenizer without word offsets (phoneme tokenizers) gives the text and one segment over the clip.
     """
-    ids = ctc_chunked_logits(model, input_values, sampling_rate).argmax(-1).tolist()
+    ids = ctc_chunked_logits(model, input_values, sampling_rate, argmax=True).tolist()
     decoded = tokenizer.decode(ids, output_word_offsets=True)
     text = (decoded if isinstance(decoded, str) else decoded.text).strip()
     seconds_per_frame = samples_per_frame(model) / sampling_rate

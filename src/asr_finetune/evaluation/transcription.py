@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-from asr_finetune.data.audio import AudioError, load_audio
+from asr_finetune.data.audio import AudioError, audio_info, load_audio
 from asr_finetune.data.local import MANIFEST_SUFFIXES, read_manifest
 from asr_finetune.errors import UsageError
+from asr_finetune.evaluation.long_audio import LONG_FILE_SECONDS, LongFile, streamable
 from asr_finetune.evaluation.longform import Timed, Transcript, transcribe, transcribe_timed
 from asr_finetune.files import atomic_write_text, write_json
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
@@ -205,8 +207,17 @@ class Transcriber:
         self.model = model_class.from_pretrained(model, **dtype_kwargs(weights_dtype(torch_dtype, training=False)))
         speed_up_feature_encoders(self.model, self.model.device.type)
         self.processor = AutoProcessor.from_pretrained(model)
-        self.sampling_rate = getattr(self.processor, "feature_extractor", self.processor).sampling_rate
+        feature_extractor = getattr(self.processor, "feature_extractor", self.processor)
+        self.sampling_rate = feature_extractor.sampling_rate
+        self.streamable = streamable(feature_extractor)
         self.generation = {"num_beams": num_beams} if num_beams else {}
+
+    def read(self, path: str, long_file_seconds: float = LONG_FILE_SECONDS) -> np.ndarray | LongFile:
+        """The file decoded whole, or, when longer than ``long_file_seconds`` (and the model's features can be
+        computed block by block), a :class:`LongFile` read in blocks as it is transcribed."""
+        if self.streamable and audio_info(path).duration > long_file_seconds:
+            return LongFile(path, self.sampling_rate)
+        return load_audio(path, self.sampling_rate)
 
     def __call__(self, samples: Any, timed: bool) -> Any:
         """A :class:`asr_finetune.evaluation.longform.Transcript` of one decoded clip; ``timed``: with timestamps."""
@@ -252,7 +263,7 @@ def transcribe_all(
     for item in bar:
         bar.set_postfix_str(item.path.name)
         try:
-            samples = load_audio(str(item.path), transcriber.sampling_rate)
+            samples = transcriber.read(str(item.path))
         except AudioError as error:
             totals.failed += 1
             bar.write(f"{item.path}\tERROR: {error} Skipped.", file=err)
@@ -260,6 +271,10 @@ def transcribe_all(
         started = time.perf_counter()
         try:
             transcript = transcriber(samples, timed=output_format != "txt")
+        except AudioError as error:  # a long file read in blocks, found bad part-way
+            totals.failed += 1
+            bar.write(f"{item.path}\tERROR: {error} Skipped.", file=err)
+            continue
         except (RuntimeError, ValueError) as error:  # e.g. a clip shorter than the model's receptive field
             totals.failed += 1
             bar.write(f"{item.path}\tERROR: the model cannot transcribe it ({error}). Skipped.", file=err)
