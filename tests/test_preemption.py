@@ -16,6 +16,7 @@ import pytest
 import transformers
 from safetensors.torch import load_file
 from test_faults import ctc_args
+from test_pretraining import pretraining_args
 
 from asr_finetune.training.checkpoints import checkpoint_problem
 from asr_finetune.training.run_lock import LOCK_FILE
@@ -35,15 +36,16 @@ def args(model: Path, corpus: Path, output_dir: Path) -> list[str]:
                     "--seed", "0", "--mask_time_prob", "0")  # fmt: skip
 
 
-def stop_after_some_steps(command: list[str], signum: int, steps: int = 3) -> tuple[int, str]:
-    """Start ``command``, send ``signum`` once ``steps`` loss lines were logged, return (exit status, output)."""
+def stop_after_some_steps(command: list[str], signum: int, steps: int = 3, marker: str = "'loss'") -> tuple[int, str]:
+    """Start ``command``, send ``signum`` once ``steps`` loss lines (lines with ``marker``) were logged, return
+    (exit status, output)."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
                             start_new_session=True)  # fmt: skip
     lines, losses, sent = [], 0, False
     deadline = time.time() + 600
     for line in proc.stdout:
         lines.append(line)
-        losses += "'loss'" in line
+        losses += marker in line
         if losses >= steps and not sent:
             proc.send_signal(signum)
             sent = True
@@ -125,5 +127,35 @@ def test_case05_sigterm_to_torchrun_stops_both_processes_after_the_same_step(
     assert f"checkpoint-{step}" in rerun.stdout + rerun.stderr
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == int(STEPS)
     resumed, uninterrupted = final_weights(output_dir), final_weights(whole)
+    for key, value in uninterrupted.items():
+        assert (resumed[key] - value).abs().max() <= 1e-6, key
+
+
+def test_sigterm_to_pretraining_saves_a_checkpoint_and_the_rerun_equals_an_uninterrupted_run(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """The pretraining loop (Accelerate, not the Trainer) stops on SIGTERM like fine-tuning does."""
+
+    def command(output_dir: Path) -> list[str]:
+        return [sys.executable, str(REPO / "scripts" / "run_wav2vec2_pretraining_no_trainer.py"),
+                *pretraining_args(tiny_model, corpus, output_dir, "--max_train_steps", "30", "--saving_steps",
+                                  "1000", "--seed", "0")]  # fmt: skip
+
+    whole = tmp_path / "whole"
+    subprocess.run(command(whole), env=env(), check=True, capture_output=True, timeout=600)
+    output_dir = tmp_path / "run"
+    status, log = stop_after_some_steps(command(output_dir), signal.SIGTERM, marker="| loss ")
+    assert status == 128 + signal.SIGTERM and "Traceback" not in log, log[-3000:]
+    stopped = [line for line in log.splitlines() if "SIGTERM: stopped after step" in line]
+    assert stopped, log[-3000:]
+    step = int(stopped[0].split("stopped after step ")[1].split(";")[0])
+    assert 3 <= step < 30
+    assert (output_dir / f"checkpoint-{step}").is_dir() and not (output_dir / LOCK_FILE).exists()
+    assert not (output_dir / "model.safetensors").exists()
+    done = subprocess.run(command(output_dir), env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert f"checkpoint-{step}" in done.stdout + done.stderr
+    resumed, uninterrupted = final_weights(output_dir), final_weights(whole)
+    assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         assert (resumed[key] - value).abs().max() <= 1e-6, key

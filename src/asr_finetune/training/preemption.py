@@ -7,9 +7,11 @@ request is shared at the end of every step, so all of them stop after the same s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -51,13 +53,35 @@ class StopRequest:
         logger.warning("%s: finishing this step and saving a checkpoint before stopping (send it again to stop at "
                        "once).", name)  # fmt: skip
 
-    def raise_if_stopped(self, output_dir: str) -> None:
+    def agreed(self, accelerator: Any, world_size: int, device: Any) -> bool:
+        """True when this process or any other was asked to stop: every process stops after the same step, or the
+        save's collectives would hang."""
+        stop = self.signum is not None
+        if world_size > 1:
+            flag = torch.tensor([float(stop)], device=device)
+            stop = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        return stop
+
+    def raise_if_stopped(self, output_dir: str | Any) -> None:
         """After training returned: end the run if it stopped on request (nothing published as final)."""
         if self.stopped_at is None:
             return
         signum = self.signum if self.signum is not None else signal.SIGTERM  # another process was asked
         raise Stopped(f"{signal.Signals(signum).name}: stopped after step {self.stopped_at}; "
                       f"{output_dir}/checkpoint-{self.stopped_at} is saved. Rerun the same command to resume.", signum)
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[StopRequest]:
+    """A :class:`StopRequest` whose handlers are in place for the ``with`` block (a training loop of our own)."""
+    request = StopRequest()
+    request.install()
+    request.training = True
+    try:
+        yield request
+    finally:
+        request.training = False
+        request.restore()
 
 
 class StopRequestCallback(TrainerCallback):
@@ -72,11 +96,7 @@ class StopRequestCallback(TrainerCallback):
         self.request.training = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        stop = self.request.signum is not None
-        if args.world_size > 1:  # every process stops after the same step, or the save's collectives would hang
-            flag = torch.tensor([float(stop)], device=args.device)
-            stop = bool(self.trainer.accelerator.reduce(flag, reduction="sum").item() > 0)
-        if stop:
+        if self.request.agreed(self.trainer.accelerator, args.world_size, args.device):
             control.should_save = True
             control.should_training_stop = True
             self.request.stopped_at = state.global_step

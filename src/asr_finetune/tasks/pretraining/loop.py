@@ -40,6 +40,7 @@ from asr_finetune.training.launch import prepare_launch_environment, set_cpu_thr
 from asr_finetune.training.memory import peak_memory
 from asr_finetune.training.nonfinite import NonFiniteGuard, check_weights_finite
 from asr_finetune.training.outputs import PARTIAL_DIR, publish_files
+from asr_finetune.training.preemption import StopRequest, stop_requests
 from asr_finetune.training.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,35 @@ class Pretrainer:
         window = StepTotals()
         last_saved = self.state.global_step if resume_from else -1
         self.model.train()
+        with stop_requests() as request:
+            last_saved = self._train_loop(progress, window, last_saved, request)
+        progress.close()
+        request.raise_if_stopped(self.output_dir)
+        if not self.last_eval:  # nothing left to train (a rerun of a finished command): validate once
+            self.last_eval = self.evaluate()
+        if last_saved != self.state.global_step:
+            self.save_checkpoint()
+        self.save_model()
+        results = {
+            "global_step": self.state.global_step,
+            "world_size": self.world_size,
+            "gumbel_temperature": self.state.gumbel_temperature,
+            "train_runtime": round(time.perf_counter() - started, 2),
+            "train_nonfinite_steps_skipped": self.nonfinite.skipped_steps,
+            **{f"train_{key}": value for key, value in self.throughput.totals().items()},
+            **{f"train_{key}": value for key, value in self.last_train.items()},
+            **{f"train_{key}": value for key, value in peak_memory().items()},
+            **self.last_eval,
+        }
+        if accelerator.is_main_process:
+            write_json(results, self.output_dir / RESULTS_FILE)
+        accelerator.end_training()
+        return results
+
+    def _train_loop(self, progress: Any, window: StepTotals, last_saved: int, request: StopRequest) -> int:
+        """The epochs and steps up to ``max_steps``, or up to the step a stop request arrives in (then saved as a
+        complete checkpoint); returns the last step saved."""
+        args = self.args
         while self.state.global_step < self.max_steps and self.state.epoch < self.num_epochs:
             epoch = self.state.epoch
             batches = self._epoch_batches(epoch)
@@ -219,34 +249,18 @@ class Pretrainer:
                 if self.state.global_step % args.logging_steps == 0 or self.state.global_step == self.max_steps:
                     self._log_training(window, progress)
                     window = StepTotals()
-                if self.state.global_step % args.saving_steps == 0:
+                stop = request.agreed(self.accelerator, self.accelerator.num_processes, self.accelerator.device)
+                if self.state.global_step % args.saving_steps == 0 or stop:
                     self.save_checkpoint()
                     last_saved = self.state.global_step
+                if stop:
+                    request.stopped_at = self.state.global_step
+                    return last_saved
             self.last_eval = self.evaluate()
             if self.state.step_in_epoch >= len(groups):
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
-        progress.close()
-        if not self.last_eval:  # nothing left to train (a rerun of a finished command): validate once
-            self.last_eval = self.evaluate()
-        if last_saved != self.state.global_step:
-            self.save_checkpoint()
-        self.save_model()
-        results = {
-            "global_step": self.state.global_step,
-            "world_size": self.world_size,
-            "gumbel_temperature": self.state.gumbel_temperature,
-            "train_runtime": round(time.perf_counter() - started, 2),
-            "train_nonfinite_steps_skipped": self.nonfinite.skipped_steps,
-            **{f"train_{key}": value for key, value in self.throughput.totals().items()},
-            **{f"train_{key}": value for key, value in self.last_train.items()},
-            **{f"train_{key}": value for key, value in peak_memory().items()},
-            **self.last_eval,
-        }
-        if accelerator.is_main_process:
-            write_json(results, self.output_dir / RESULTS_FILE)
-        accelerator.end_training()
-        return results
+        return last_saved
 
     def _train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> StepTotals:
         """One optimizer step over ``micro_batches``; the loss is the mean over masked frames of all processes."""
