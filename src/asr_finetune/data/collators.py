@@ -23,7 +23,9 @@ BAD_ROW_KEY = "bad_row"
 """An item that could not be decoded under ``--on_bad_row skip``: the collators leave it out and count it."""
 IDS_KEY = "utterance_ids"
 SKIPPED_KEY = "bad_rows_skipped"
-BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY)
+LONGEST_KEY = "longest_seconds"
+"""The batch's longest clip in seconds: evaluation caps generated tokens by it."""
+BOOKKEEPING_KEYS = (*STAT_KEYS, IDS_KEY, SKIPPED_KEY, LONGEST_KEY)
 """Every key a collator adds beside the model inputs (removed before the forward pass)."""
 STATIC_LABEL_MULTIPLE = 16
 """Under ``--static_shapes`` label lengths are padded to a multiple of this, so decoders see few lengths too."""
@@ -43,7 +45,8 @@ def audio_stats(
 ) -> dict[str, Any]:
     """Speech seconds in a batch and the seconds it occupies once padded (``fixed_seconds`` per item for models
     whose inputs always have one length, such as Whisper's 30 s windows), the batch's utterance ids (named when a
-    step goes wrong) and how many of its rows were skipped as undecodable. Items carry ``seconds`` and ``id``."""
+    step goes wrong), how many of its rows were skipped as undecodable and its longest clip's seconds. Items carry
+    ``seconds`` and ``id``."""
     seconds = [float(item.get("seconds", 0.0)) for item in items]
     padded = len(seconds) * (fixed_seconds if fixed_seconds is not None else max(seconds, default=0.0))
     return {
@@ -51,6 +54,7 @@ def audio_stats(
         "padded_seconds": torch.tensor(padded),
         IDS_KEY: [str(item.get("id", "")) for item in items],
         SKIPPED_KEY: len(skipped),
+        LONGEST_KEY: max(seconds, default=0.0),
     }
 
 

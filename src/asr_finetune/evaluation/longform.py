@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from asr_finetune.data.features import extract_features, window_frames
+from asr_finetune.evaluation.decoding import capped
 from asr_finetune.evaluation.long_audio import LongFile, StreamedWaveform
 
 CTC_CHUNK_SECONDS = 30.0
@@ -214,6 +215,8 @@ def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: An
     model.eval()
     if getattr(model.config, "is_encoder_decoder", False):
         window = window_frames(feature_extractor)
+        if window is None or inputs.shape[-1] <= window:  # one generate call: new tokens capped by the duration
+            gen_kwargs = capped(gen_kwargs, len(samples) / rate, model)
         if window is not None:
             mask = torch.as_tensor(np.asarray(features["attention_mask"])) if "attention_mask" in features else None
             ids = generate_whisper(model, inputs, mask, window, **gen_kwargs)
@@ -234,13 +237,15 @@ def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwar
         return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate)
     window = window_frames(feature_extractor)
     if window is None:  # no timestamps to predict: one segment over the clip
-        text = processor.tokenizer.batch_decode(model.generate(inputs, **gen_kwargs), skip_special_tokens=True)[0]
+        ids = model.generate(inputs, **capped(gen_kwargs, duration, model))
+        text = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
         return Transcript(text.strip(), [Timed(0.0, duration, text.strip())])
     kwargs = {key: value for key, value in gen_kwargs.items() if key not in ("max_length", "max_new_tokens")}
     if inputs.shape[-1] > window and "attention_mask" in features:
         kwargs["attention_mask"] = torch.as_tensor(np.asarray(features["attention_mask"]))
     else:
         inputs = inputs[..., :window]
+        kwargs = capped(kwargs, duration, model)
     output = model.generate(inputs, return_timestamps=True, return_segments=True, **kwargs)
     segments = []
     for segment in output["segments"][0]:

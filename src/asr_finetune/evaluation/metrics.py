@@ -62,9 +62,11 @@ def utterance_report(
     hypotheses: Sequence[str],
     normalized_references: Sequence[str] | None = None,
     normalized_hypotheses: Sequence[str] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per utterance: id, reference, hypothesis, word errors (sub/del/ins) and the reference length; with
-    normalised forms also ``normalized_reference``, ``normalized_hypothesis`` and ``normalized_errors``."""
+    normalised forms also ``normalized_reference``, ``normalized_hypothesis`` and ``normalized_errors``; with
+    ``outputs`` (a seq2seq model's text before the transcript normaliser) also ``output``."""
     rows = []
     for index, (utt_id, ref, hyp) in enumerate(zip(ids, references, hypotheses, strict=True)):
         sub, dele, ins, n_ref = _word_errors(ref, hyp)
@@ -78,6 +80,8 @@ def utterance_report(
             "insertions": ins,
             "reference_words": n_ref,
         }
+        if outputs:
+            row["output"] = outputs[index]
         if normalized_references is not None and normalized_hypotheses is not None:
             norm_ref, norm_hyp = normalized_references[index], normalized_hypotheses[index]
             row["normalized_reference"] = norm_ref
@@ -157,6 +161,7 @@ class TranscriptMetrics:
         self.eval_normalizer = eval_normalizer
         self.normalized_references = [eval_normalizer(text) for text in self.references] if eval_normalizer else []
         self.normalized_hypotheses: list[str] = []
+        self.outputs: list[str] = []
 
     def normalized_forms(self) -> dict[str, list[str]]:
         """Keyword arguments of :func:`utterance_report` for the normalised columns (none without a normaliser)."""

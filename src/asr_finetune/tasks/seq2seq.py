@@ -27,6 +27,7 @@ from asr_finetune.data.report import DropCounts
 from asr_finetune.data.sampling import BatchingArguments
 from asr_finetune.data.streaming import StreamingArguments, is_stream
 from asr_finetune.data.text import TextNormalizer, resolve_text_language
+from asr_finetune.evaluation.decoding import record_decoding
 from asr_finetune.evaluation.metrics import (
     METRICS_HELP,
     TranscriptMetrics,
@@ -213,6 +214,7 @@ class Seq2SeqMetrics(TranscriptMetrics):
     def decode(self, ids: np.ndarray) -> list[str]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         texts = self.tokenizer.batch_decode(valid_ids(ids, pad), skip_special_tokens=True)
+        self.outputs = [text.strip() for text in texts]  # the model's own text, as asr-transcribe gives it
         return self.normalizer.batch(texts)
 
 
@@ -247,7 +249,8 @@ def text_normalizer(data_args: Any) -> TextNormalizer:
 
 def prepare_model(run: Any, tokenizer: Any, model_name: str) -> tuple[PreTrainedModel, str | None]:
     """Step 3: the model with SpecAugment as asked, frozen parts, the joint CTC head, and the Whisper language/task
-    prefix shared by labels and generation. Returns the model and its Whisper language code (None if not set)."""
+    prefix shared by labels and generation, and the beams evaluation decodes with recorded in its generation config.
+    Returns the model and its Whisper language code (None if not set)."""
 
     model_args, data_args = run.model_args, run.data_args
     set_seed(run.training_args.seed)
@@ -260,6 +263,7 @@ def prepare_model(run: Any, tokenizer: Any, model_name: str) -> tuple[PreTrained
         attach_ctc_head(model, model_args.ctc_weight, tokenizer.all_special_ids, seed=run.training_args.seed)
     language = set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     complete_generation_config(model, tokenizer)
+    record_decoding(model, run.training_args.generation_num_beams)
     return model, language
 
 

@@ -1,18 +1,23 @@
 """Evaluation steps of our Trainers: CTC decodes only each clip's frames (long clips in chunks); seq2seq gathers
-every utterance once and runs Whisper's long-form generation for clips over 30 s."""
+every utterance once, caps generated tokens by each batch's longest clip and runs Whisper's long-form generation
+for clips over 30 s."""
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
 
-from asr_finetune.evaluation import longform
+from asr_finetune.data.collators import LONGEST_KEY
+from asr_finetune.evaluation import decoding, longform
 from asr_finetune.models.loading import (
     cast_inputs,
 )
 from asr_finetune.models.seq2seq import is_whisper
+
+logger = logging.getLogger(__name__)
 
 
 def blank_padded_frames(logits: torch.Tensor, attention_mask: torch.Tensor, model: Any) -> torch.Tensor:
@@ -62,22 +67,44 @@ class Seq2SeqEvalMixin:
       processes x 4 gave 8 predictions). Here it gathers with ``gather_for_metrics``, as the CTC trainer does,
       which drops them.
     - Inputs in the model's dtype (``--torch_dtype float16`` runs).
+    - New tokens capped by the batch's longest clip (:mod:`asr_finetune.evaluation.decoding`; evaluation batches
+      run longest first, so their clips are alike): a looping hypothesis costs a few tokens more than its clip
+      holds. The hypotheses the cap cut are counted (``eval_hypotheses_cut``) and named in a warning.
     """
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         gather = self.accelerator.gather_for_metrics
         self.gather_function = functools.partial(gather, use_gather_object=self.args.eval_use_gather_object)
-        return super().evaluation_loop(*args, **kwargs)
+        self._hypotheses_cut = 0
+        output = super().evaluation_loop(*args, **kwargs)
+        cut = int(self.accelerator.reduce(torch.tensor(self._hypotheses_cut, device=self.args.device), "sum"))
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        output.metrics[f"{prefix}_hypotheses_cut"] = cut
+        if cut and self.is_world_process_zero():
+            logger.warning("%d hypothesis(es) were still going when they reached the token cap (%d tokens a second of "
+                           "audio + %d, or --generation_max_length): their text is cut there. A model that repeats "
+                           "itself is the usual cause.", cut, decoding.TOKENS_PER_SECOND,
+                           decoding.EXTRA_TOKENS)  # fmt: skip
+        return output
 
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, *args: Any, **kwargs: Any
     ) -> Any:
         inputs = cast_inputs(inputs, self.model)
+        longest = inputs.pop(LONGEST_KEY, None)
         features = inputs.get("input_features")
         window = 2 * getattr(self.model.config, "max_source_positions", 0)  # Whisper: 3000 frames
-        if features is None or not is_whisper(self.model.config) or features.shape[-1] <= window:
-            return super().prediction_step(model, inputs, prediction_loss_only, *args, **kwargs)
-        return self._long_form_step(inputs, window, prediction_loss_only)
+        if features is not None and is_whisper(self.model.config) and features.shape[-1] > window:
+            return self._long_form_step(inputs, window, prediction_loss_only)
+        counter = None
+        if not prediction_loss_only and self.args.predict_with_generate and longest is not None:
+            gen_kwargs = decoding.capped({**(getattr(self, "_gen_kwargs", {}) or {}), **kwargs}, float(longest),
+                                         self.model)  # fmt: skip
+            kwargs, counter = decoding.with_cut_count(gen_kwargs, self.model)
+        result = super().prediction_step(model, inputs, prediction_loss_only, *args, **kwargs)
+        if counter is not None:
+            self._hypotheses_cut = getattr(self, "_hypotheses_cut", 0) + counter.cut
+        return result
 
     def _long_form_step(self, inputs: dict[str, Any], window: int, prediction_loss_only: bool) -> Any:
         """A batch holding Whisper clips longer than 30 s: the loss over its clips up to 30 s (NaN without any;

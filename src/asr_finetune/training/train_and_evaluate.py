@@ -178,7 +178,8 @@ def evaluate_and_report(trainer: Any, metrics: Any) -> dict[str, float]:
     with disk_errors(trainer.args.output_dir):
         trainer.save_metrics("eval", results)
     if trainer.is_world_process_zero():
-        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms())
+        rows = utterance_report(eval_dataset.ids, references, metrics.hypotheses, **metrics.normalized_forms(),
+                                outputs=getattr(metrics, "outputs", None))
         rows = in_dataset_order(rows, eval_dataset)
         with disk_errors(trainer.args.output_dir):
             write_jsonl(rows, Path(trainer.args.output_dir) / PREDICTIONS_FILE)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from asr_finetune.data.collators import IDS_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
+from asr_finetune.data.collators import IDS_KEY, LONGEST_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
 from asr_finetune.data.sampling import STATIC_BUCKETS
 from asr_finetune.data.streaming import POSITION_KEY
 from asr_finetune.errors import UsageError
@@ -157,6 +157,7 @@ class SpeechSamplingMixin:
         inputs.pop(POSITION_KEY, None)  # where a streamed batch came from (recorded by its loader)
         stats = [inputs.pop(key, None) for key in STAT_KEYS]
         ids, skipped = inputs.pop(IDS_KEY, None), inputs.pop(SKIPPED_KEY, 0)
+        inputs.pop(LONGEST_KEY, None)
         if stats[0] is not None and self.model.training:
             self.throughput.add_batch(float(stats[0]), float(stats[1]), int(skipped))
             self.nonfinite.add_batch(ids)

@@ -27,7 +27,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from asr_finetune.data.collators import IDS_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
+from asr_finetune.data.collators import IDS_KEY, LONGEST_KEY, SKIPPED_KEY, STAT_KEYS, static_collator
 from asr_finetune.files import write_json
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
 from asr_finetune.tasks.pretraining.checkpoints import LoopState, read_checkpoint, write_checkpoint
@@ -300,6 +300,7 @@ class Pretrainer:
         """Run ``model`` on one batch, adding its summed losses and frame counts to ``totals``."""
         audio, padded = (float(batch.pop(key)) for key in STAT_KEYS)
         ids, skipped = batch.pop(IDS_KEY, None), int(batch.pop(SKIPPED_KEY, 0))
+        batch.pop(LONGEST_KEY, None)
         if model.training:
             self.throughput.add_batch(audio, padded, skipped)
             self.nonfinite.add_batch(ids)
