@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
             "tokenizer": f"{len(tokenizer)} tokens, {tokenizer_source}",
         },
         script=SEQ2SEQ.script,
+        card_language=language,
     )
 
 

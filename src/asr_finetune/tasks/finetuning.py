@@ -39,7 +39,14 @@ from asr_finetune.training.backends import (
 )
 from asr_finetune.training.checkpoints import resume_point
 from asr_finetune.training.launch import prepare_launch_environment, set_cpu_threads
-from asr_finetune.training.outputs import check_hub_access, disk_errors, write_model_card
+from asr_finetune.training.model_card import (
+    RUNTIME_KEYS,
+    best_checkpoint_line,
+    hyperparameters,
+    log_history_of,
+    write_model_card,
+)
+from asr_finetune.training.outputs import check_hub_access, disk_errors
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
 from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, finished_state, train_and_save
@@ -274,7 +281,8 @@ def longest_first(split: Any) -> Any:
 
 
 def train_evaluate_and_report(
-    run: FineTuning, trainer: Any, metrics: Any, card_title: str, card_details: dict[str, Any], script: str
+    run: FineTuning, trainer: Any, metrics: Any, card_title: str, card_details: dict[str, Any], script: str,
+    card_language: str | None = None,
 ) -> dict[str, Any]:
     """Steps 7-8: train (resuming, or reporting a finished run), evaluate with eval_predictions.jsonl, model card."""
     results: dict[str, Any] = {}
@@ -283,17 +291,24 @@ def train_evaluate_and_report(
     if run.training_args.do_eval:
         results.update(evaluate_and_report(trainer, metrics))
     if run.is_main_process:
+        args, data_args = run.training_args, run.data_args
         write_model_card(
-            run.training_args.output_dir,
+            args.output_dir,
             title=card_title,
             details={
                 "base model": run.model_args.model_name_or_path or f"from scratch ({run.model_args.config_name})",
-                "dataset": run.data_args.dataset_name,
-                "train split": run.data_args.train_split_name,
-                "eval split": run.data_args.eval_split_name,
+                "dataset": data_args.dataset_name,
+                "train split": data_args.train_split_name,
+                "eval split": data_args.eval_split_name,
                 **card_details,
             },
-            metrics={k: v for k, v in results.items() if k.startswith("eval_")},
+            metrics={k: v for k, v in results.items() if k.startswith("eval_") and not k.endswith(RUNTIME_KEYS)},
+            meta={"base_model": run.model_args.model_name_or_path, "dataset": data_args.dataset_name,
+                  "dataset_config": data_args.dataset_config_name, "eval_split": data_args.eval_split_name,
+                  "language": card_language},  # fmt: skip
+            hyper=hyperparameters(args, args.world_size) if args.do_train else None,
+            log_history=log_history_of(trainer.state, args.output_dir),
+            best=best_checkpoint_line(trainer.state, args.metric_for_best_model) if args.do_train else None,
             argv=run.argv,
             script=script,
         )

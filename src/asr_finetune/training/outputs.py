@@ -1,11 +1,10 @@
-"""What a run leaves in output_dir: final model published atomically, data report, model card."""
+"""What a run leaves in output_dir: final model published atomically, data report, the command line."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_finetune.errors import UsageError, one_line
-from asr_finetune.files import atomic_write_text, describe_write_failure, give_default_mode
+from asr_finetune.files import describe_write_failure, give_default_mode
 from asr_finetune.training.redaction import redact_argv
 
 logger = logging.getLogger(__name__)
@@ -70,57 +69,6 @@ def command_line(argv: Sequence[str] | None = None, script: str | None = None) -
     script = Path(script).name if script else sys.argv[0]
     argv = sys.argv[1:] if argv is None else argv
     return shlex.join([Path(sys.executable).name, script, *redact_argv(argv)])
-
-
-def write_model_card(
-    output_dir: str | Path,
-    *,
-    title: str,
-    details: dict[str, Any],
-    metrics: dict[str, Any],
-    argv: Sequence[str] | None = None,
-    script: str | None = None,
-) -> None:
-    """A README.md model card: what was trained on what, the figures measured, and how to use it."""
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: automatic-speech-recognition",
-        "tags: [asr-finetune]",
-        "---",
-        f"# {title}",
-        "",
-        "Fine-tuned with asr-finetune.",
-        "",
-        "## Training",
-        "",
-    ]
-    lines += [f"- **{key}**: {value}" for key, value in details.items()]
-    lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
-    lines += [
-        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-        for key, value in metrics.items()
-    ]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        f'asr = pipeline("automatic-speech-recognition", model="{Path(output_dir).name}")',
-        'print(asr("clip.wav")["text"])',
-        "```",
-        "",
-        "## Command",
-        "",
-        "```",
-        command_line(argv, script),
-        "```",
-        "",
-        f"Python {platform.python_version()}.",
-        "",
-    ]
-    atomic_write_text(Path(output_dir) / "README.md", "\n".join(lines))
 
 
 def push_to_hub(output_dir: str | Path, repo_id: str | None, token: str | None) -> None:
