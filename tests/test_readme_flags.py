@@ -36,6 +36,7 @@ OTHER_PROGRAMS = {
     "--work_dir", "--runs", "--reference_python", "--reference_script", "--repeats", "--steps", "--epochs",
     "--checks_only", "--nproc", "--dry-run", "--encoder", "--decoder", "--encoder_add_adapter",
     "--encoder_feat_proj_dropout", "--encoder_layerdrop", "--max_length", "--num_beams", "--bundled", "--source",
+    "--corpus", "--reference_model",  # benchmark_reference.py --task seq2seq
     "--logdir", "--signal",  # tensorboard, sbatch
 }
 

@@ -97,7 +97,7 @@ class Seq2SeqEvalMixin:
         if features is not None and is_whisper(self.model.config) and features.shape[-1] > window:
             return self._long_form_step(inputs, window, prediction_loss_only)
         counter = None
-        if not prediction_loss_only and self.args.predict_with_generate and longest is not None:
+        if not prediction_loss_only and self.args.predict_with_generate and longest:  # 0: durations unknown
             gen_kwargs = decoding.capped({**(getattr(self, "_gen_kwargs", {}) or {}), **kwargs}, float(longest),
                                          self.model)  # fmt: skip
             kwargs, counter = decoding.with_cut_count(gen_kwargs, self.model)
