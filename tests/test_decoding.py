@@ -81,6 +81,7 @@ def test_evaluation_pipeline_and_asr_transcribe_agree_on_the_saved_model(
     whisper_run(real_whisper, words_corpus, out, "--do_train", "--do_eval", "--max_steps", "1", "--learning_rate",
                 "1e-6", "--generation_num_beams", "2", "--freeze_encoder")  # fmt: skip
     assert GenerationConfig.from_pretrained(out).num_beams == 2  # saved as evaluated
+    assert 'print(asr("clip.wav")["text"])' in (out / "README.md").read_text()  # 2 beams: the pipeline reads them
     evaluated = predictions(out)
     assert len(evaluated) == 4 and all(evaluated.values())
 
@@ -106,6 +107,8 @@ def test_a_looping_decoder_stops_at_the_duration_cap(real_whisper: Path, words_c
     started = time.perf_counter()
     results = whisper_run(looping, words_corpus, tmp_path / "eval", "--do_eval")
     seconds_taken = time.perf_counter() - started
+    card = (tmp_path / "eval" / "README.md").read_text()
+    assert 'asr("clip.wav", generate_kwargs={"num_beams": 1})' in card  # greedy: the card tells pipeline users
     assert results["eval_hypotheses_cut"] == 4  # all four still going at the cap, and said so
     tokenizer = AutoTokenizer.from_pretrained(str(looping))
     files = [clip(words_corpus, utterance) for utterance in predictions(tmp_path / "eval")]

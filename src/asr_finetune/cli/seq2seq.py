@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
         },
         script=SEQ2SEQ.script,
         card_language=language,
+        pipeline_kwargs=seq2seq.pipeline_kwargs(model),
     )
 
 

@@ -283,6 +283,7 @@ def longest_first(split: Any) -> Any:
 def train_evaluate_and_report(
     run: FineTuning, trainer: Any, metrics: Any, card_title: str, card_details: dict[str, Any], script: str,
     card_language: str | None = None,
+    pipeline_kwargs: str = "",
 ) -> dict[str, Any]:
     """Steps 7-8: train (resuming, or reporting a finished run), evaluate with eval_predictions.jsonl, model card."""
     results: dict[str, Any] = {}
@@ -311,5 +312,6 @@ def train_evaluate_and_report(
             best=best_checkpoint_line(trainer.state, args.metric_for_best_model) if args.do_train else None,
             argv=run.argv,
             script=script,
+            pipeline_kwargs=pipeline_kwargs,
         )
     return results

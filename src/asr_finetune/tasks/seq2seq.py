@@ -344,6 +344,12 @@ def make_metrics(
     return Seq2SeqMetrics(tokenizer, references, data_args.eval_metrics, normalizer, eval_normalizer)
 
 
+def pipeline_kwargs(model: PreTrainedModel) -> str:
+    """What a ``pipeline()`` call needs to decode as evaluation did: with one beam, say so (the ASR pipeline's own
+    default is 5 beams, and one beam cannot be saved in a generation config)."""
+    return ', generate_kwargs={"num_beams": 1}' if (model.generation_config.num_beams or 1) == 1 else ""
+
+
 def make_collator(feature_extractor: Any, model: PreTrainedModel) -> Any:
     return Seq2SeqCollator(
         feature_extractor,

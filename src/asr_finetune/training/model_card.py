@@ -159,9 +159,11 @@ def write_model_card(
     best: str | None = None,
     argv: Sequence[str] | None = None,
     script: str | None = None,
+    pipeline_kwargs: str = "",
 ) -> None:
     """Write ``README.md``: front matter (``meta``: the keywords of :func:`front_matter` but ``metrics`` and
-    ``name``), what was trained on what, results, hyper-parameters, the training-loss table, use, and command."""
+    ``name``), what was trained on what, results, hyper-parameters, the training-loss table, use (``pipeline_kwargs``:
+    what the pipeline call needs to decode as evaluation did), and command."""
     lines = front_matter(metrics=metrics, name=Path(output_dir).resolve().name, **meta)
     lines += [f"# {title}", "", "Fine-tuned with asr-finetune.", "", "## Training", ""]
     lines += [f"- **{key}**: {value}" for key, value in details.items()]
@@ -183,7 +185,7 @@ def write_model_card(
         "```python",
         "from transformers import pipeline",
         f'asr = pipeline("automatic-speech-recognition", model="{Path(output_dir).name}")',
-        'print(asr("clip.wav")["text"])',
+        f'print(asr("clip.wav"{pipeline_kwargs})["text"])',
         "```",
         "",
         "## Command",
