@@ -89,15 +89,22 @@ def timed(command: list[str], cwd: Path, cache: Path, extra_env: dict[str, str])
     return run_timed(command, env=env, cwd=cwd, name=" ".join(command[:2]))
 
 
-def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path, **extra_env: str) -> dict:
+def isolated_run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path, model: Path,
+                 model_id: str = MODEL_ID, **extra_env: str) -> TimedRun:
+    """One timed training run in a fresh working directory (holding the local ``wer`` module) with an HF cache of
+    its own that serves ``model`` as ``model_id``; ``out`` starts empty."""
     shutil.rmtree(out, ignore_errors=True)
     cwd = work / "cwd" / re.sub(r"[^\w]+", "_", name)
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "wer").mkdir(parents=True)
     (cwd / "wer" / "wer.py").write_text(WER_MODULE)
     cache = work / "cache" / cwd.name
-    hub_cache(work / "model", cache)
-    timing = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache, extra_env)
+    hub_cache(model, cache, model_id)
+    return timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache, extra_env)
+
+
+def run(name: str, python: str, script: Path, flags: list[str], out: Path, work: Path, **extra_env: str) -> dict:
+    timing = isolated_run(name, python, script, flags, out, work, work / "model", **extra_env)
     wall, rss = timing.wall_s, timing.peak_rss_gb
     train = json.loads((out / "train_results.json").read_text())
     evaluation = json.loads((out / "eval_results.json").read_text())
@@ -271,14 +278,8 @@ def seq2seq_main(args: argparse.Namespace) -> None:
         if keys[name] in args.skip:
             continue
         slug = re.sub(r"[^\w]+", "_", name)
-        out, cwd, cache = work / "out" / slug, work / "cwd" / slug, work / "cache" / slug
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(cwd, ignore_errors=True)
-        (cwd / "wer").mkdir(parents=True)
-        (cwd / "wer" / "wer.py").write_text(WER_MODULE)
-        base = reference_model if name == "reference" else model
-        hub_cache(base, cache, WHISPER_ID)
-        timing = timed([python, str(script), *flags, "--output_dir", str(out)], cwd, cache, {})
+        out, base = work / "out" / slug, reference_model if name == "reference" else model
+        timing = isolated_run(name, python, script, flags, out, work, base, WHISPER_ID)
         train = json.loads((out / "train_results.json").read_text())
         rows.append({"run": name, "wall_s": round(timing.wall_s, 1), "train_s": round(train["train_runtime"], 1),
                      "audio_s_per_s": round(train_audio * float(epochs) / train["train_runtime"], 2),
