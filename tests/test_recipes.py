@@ -62,7 +62,7 @@ def test_recipe_resolves_and_its_arguments_parse(recipe) -> None:
 def test_a_config_file_is_itself_a_flag_file() -> None:
     config = REPO / "configs" / "ctc" / "timit_wav2vec2_base.json"
     assert RECIPE_KEY in json.loads(config.read_text())
-    model, data, _, _, training = parse_args(script_arguments("ctc"), [str(config)])
+    model, data, *_, training = parse_args(script_arguments("ctc"), [str(config)])
     assert model.model_name_or_path == "facebook/wav2vec2-base" and training.num_train_epochs == 20
 
 

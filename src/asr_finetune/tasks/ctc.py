@@ -39,6 +39,7 @@ from asr_finetune.models.loading import (
     use_mean_loss,
 )
 from asr_finetune.tasks.task import Task
+from asr_finetune.training.early_stopping import StoppingArguments
 from asr_finetune.training.outputs import publish_processor_files
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ CTC = Task(
     name="ctc",
     script="run_speech_recognition_ctc.py",
     command="asr-finetune-ctc",
-    arguments=(CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments),
+    arguments=(CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments, StoppingArguments),
     trainer="trainer",
 )
 

@@ -38,6 +38,7 @@ from asr_finetune.training.backends import (
     select_backend,
 )
 from asr_finetune.training.checkpoints import resume_point
+from asr_finetune.training.early_stopping import choose_best_by, early_stopping_callbacks
 from asr_finetune.training.launch import prepare_launch_environment, set_cpu_threads
 from asr_finetune.training.model_card import (
     RUNTIME_KEYS,
@@ -63,6 +64,7 @@ class FineTuning:
     data_args: Any
     batching_args: Any
     streaming_args: Any
+    stopping_args: Any
     training_args: Any
     backend: Any
     argv: list[str]
@@ -71,6 +73,12 @@ class FineTuning:
     dtype: Any
     run_eval: bool
     run_flags: dict[str, Any]
+    task_groups: tuple[Any, ...] = ()
+    """The task's own argument groups after the shared ones (CTC: the n-gram LM's)."""
+
+    def group(self, kind: type) -> Any:
+        """The parsed argument group of class ``kind``."""
+        return next(group for group in self.task_groups if isinstance(group, kind))
 
     @property
     def is_main_process(self) -> bool:
@@ -89,15 +97,16 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     command = CommandLine.read(argv)
     backend = select_backend(command, seq2seq=task.seq2seq)
     gaudi_help = {} if backend.name == "habana" else {"Gaudi HPUs (optimum-habana), with --use_habana": GAUDI_HELP}
-    model_args, data_args, batching_args, streaming_args, training_args = parse_args(
-        (*task.arguments, backend.arguments_class), command, gaudi_help
-    )
+    *groups, training_args = parse_args((*task.arguments, backend.arguments_class), command, gaudi_help)
+    model_args, data_args, batching_args, streaming_args, stopping_args, *task_groups = groups
     streaming_args.streaming = streaming_args.streaming or streaming
     setup_logging(training_args)
     set_cpu_threads(training_args.dataloader_num_workers)
     check_streaming_flags(streaming_args, training_args, command.flags())
     batching_args.check(streaming_args.streaming)
     adapt_training_arguments(training_args)
+    choose_best_by(training_args, stopping_args, command.flags(), data_args.eval_metrics,
+                   normalized=scores_normalized_text(data_args))
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     resume = prepare_run(training_args)
@@ -106,8 +115,16 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
         check_resume_flags(resume, flags, training_on=finished_state(training_args, resume) is None)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
-    return FineTuning(model_args, data_args, batching_args, streaming_args, training_args, backend, command.argv,
-                      resume, pretrained, dtype, run_eval, flags)
+    return FineTuning(model_args, data_args, batching_args, streaming_args, stopping_args, training_args, backend,
+                      command.argv, resume, pretrained, dtype, run_eval, flags, tuple(task_groups))
+
+
+def scores_normalized_text(data_args: Any) -> bool:
+    """Whether evaluation also reports eval_normalized_wer: unless --eval_normalizer none, or a phoneme run left at
+    its default."""
+    if data_args.eval_normalizer is not None:
+        return data_args.eval_normalizer != "none"
+    return not getattr(data_args, "phoneme_language", None)
 
 
 def evaluation_requested(training_args: Any) -> bool:
@@ -165,6 +182,7 @@ def build_trainer(
         batching=run.batching_args,
         on_nonfinite_loss=run.data_args.on_nonfinite_loss,
         run_flags=run.run_flags,
+        callbacks=early_stopping_callbacks(run.stopping_args),
         **trainer_kwargs,
     )
     if is_stream(splits.get("train")):

@@ -55,6 +55,7 @@ from asr_finetune.models.seq2seq import (
     set_language_and_task,
 )
 from asr_finetune.tasks.task import Task
+from asr_finetune.training.early_stopping import StoppingArguments
 from asr_finetune.training.outputs import publish_processor_files
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,8 @@ SEQ2SEQ = Task(
     name="seq2seq",
     script="run_speech_recognition_seq2seq.py",
     command="asr-finetune-seq2seq",
-    arguments=(Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, StreamingArguments),
+    arguments=(Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, StreamingArguments,
+               StoppingArguments),
     trainer="seq2seq",
 )
 

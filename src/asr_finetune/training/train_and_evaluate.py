@@ -15,6 +15,7 @@ from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.metrics import utterance_report
 from asr_finetune.files import write_json, write_jsonl
 from asr_finetune.training.checkpoints import checkpoint_problem, read_state
+from asr_finetune.training.early_stopping import has_stopped, stopped_early
 from asr_finetune.training.memory import peak_memory
 from asr_finetune.training.outputs import PARTIAL_DIR, disk_errors, publish_files
 
@@ -37,11 +38,14 @@ def save_final_model(trainer: Any) -> None:
 def finished_state(args: Any, checkpoint: str | None) -> dict[str, Any] | None:
     """The state of ``checkpoint`` when it already holds everything this command asks to train, else None.
 
-    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs.
+    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs. Or the
+    run stopped early at this checkpoint (``--early_stopping_patience``).
     """
     state = read_state(checkpoint) if checkpoint else None
     if state is None:
         return None
+    if stopped_early(state):
+        return state
     step = state.get("global_step", 0)
     if args.max_steps > 0:
         done = step >= args.max_steps
@@ -94,6 +98,8 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     totals.update(_stream_totals(trainer))
     totals.update(peak_memory())
     metrics.update({f"train_{name}": value for name, value in totals.items()})
+    if has_stopped(trainer.callback_handler.callbacks):
+        metrics["train_stopped_early_at_step"] = trainer.state.global_step
     trainer.log_metrics("train", metrics)
     with disk_errors(trainer.args.output_dir):
         trainer.save_metrics("train", metrics)
@@ -137,14 +143,19 @@ def _sum_over_processes(trainer: Any, value: int) -> int:
 def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -> dict[str, float]:
     output_dir = trainer.args.output_dir
     step = state.get("global_step", 0)
-    trainer._load_from_checkpoint(checkpoint)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
+    # The final model is the best checkpoint's where the run kept the best (--load_best_model_at_end).
+    best = state.get("best_model_checkpoint") if trainer.args.load_best_model_at_end else None
+    weights = best if best and checkpoint_problem(best) is None else checkpoint
+    trainer._load_from_checkpoint(weights)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
     # The run's history, so what follows (evaluation, training_curves.png) continues it instead of starting at step 0.
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     if final_model_published(output_dir, step):
+        how = "complete (stopped early):" if stopped_early(state) else "complete:"
         logger.warning(
-            "Training is already complete: %s is step %d of %d. The model in %s is left as it is. To train again "
+            "Training is already %s %s is step %d of %d%s. The model in %s is left as it is. To train again "
             "pass --resume_from_checkpoint false (or --overwrite_output_dir); to go on, a larger --max_steps.",
-            checkpoint, step, state.get("max_steps", step), output_dir,
+            how, checkpoint, step, state.get("max_steps", step),
+            f" (the final model is the best checkpoint, {weights})" if weights != checkpoint else "", output_dir,
         )
     else:
         logger.warning("Training is complete (%s) but the final model was not published (cut off while saving): "
