@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/install_lm.sh   # the n-gram LM extra: its tests build KenLM models
 ruff check src scripts tests
 python -m pytest -q "$@"

@@ -23,18 +23,24 @@ COMMANDS = {
     "asr-finetune-seq2seq": commands.finetune_seq2seq,
     "asr-pretrain-wav2vec2": commands.pretrain_wav2vec2,
     "asr-transcribe": transcribe.main,
+    "asr-build-ngram-lm": commands.build_ngram_lm,
+    "asr-export": commands.export_model,
 }
 HELP_MENTIONS = {
     "asr-finetune-ctc": "--chars_to_ignore",
     "asr-finetune-seq2seq": "--predict_with_generate",
     "asr-pretrain-wav2vec2": "--max_gumbel_temperature",
     "asr-transcribe": "--output_format",
+    "asr-build-ngram-lm": "--text_file",
+    "asr-export": "--quantization",
 }
 MODULES = {
     "asr-finetune-ctc": "asr_finetune.cli.ctc",
     "asr-finetune-seq2seq": "asr_finetune.cli.seq2seq",
     "asr-pretrain-wav2vec2": "asr_finetune.cli.pretraining",
     "asr-transcribe": "asr_finetune.cli.transcribe",
+    "asr-build-ngram-lm": "asr_finetune.cli.ngram_lm",
+    "asr-export": "asr_finetune.cli.export",
 }
 
 
@@ -71,7 +77,7 @@ def test_python_dash_m_runs_the_same_command(command: str) -> None:
 def test_each_script_is_a_shim_over_the_package() -> None:
     for script in ("run_speech_recognition_ctc", "run_speech_recognition_ctc_streaming",
                    "run_speech_recognition_seq2seq", "run_speech_recognition_seq2seq_streaming",
-                   "run_wav2vec2_pretraining_no_trainer", "transcribe"):  # fmt: skip
+                   "run_wav2vec2_pretraining_no_trainer", "transcribe", "build_ngram_lm", "export_model"):  # fmt: skip
         text = (REPO / "scripts" / f"{script}.py").read_text()
         lines = [line for line in text.splitlines() if line and not line.startswith(("#", '"', " "))]
         code = [line for line in lines if "import" in line]

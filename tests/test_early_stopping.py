@@ -19,7 +19,7 @@ from asr_finetune.training.early_stopping import choose_best_by
 
 def best_by(*flags: str, eval_metrics: tuple[str, ...] = ("wer",)):
     argv = ["--output_dir", "/tmp/unused", "--model_name_or_path", "m", "--dataset_name", "d", *flags]
-    _, data, _, _, stopping, training = parse_args(script_arguments("ctc"), argv)
+    _, data, _, _, stopping, _, training = parse_args(script_arguments("ctc"), argv)
     choose_best_by(training, stopping, CommandLine.read(argv).flags(), list(eval_metrics),
                    scores_normalized_text(data))
     return training

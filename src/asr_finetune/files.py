@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             raise
     os.chmod(tmp.name, default_file_mode())
     os.replace(tmp.name, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder beside ``path`` to fill; on success it replaces ``path`` whole, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    give_default_mode(staging)
+    mode = default_file_mode()
+    staging.chmod(mode | (mode & 0o444) >> 2)  # a folder's mode under the umask (mkdtemp makes it 0700)
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:

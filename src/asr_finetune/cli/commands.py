@@ -44,3 +44,19 @@ def finetune_seq2seq_streaming() -> None:
 def pretrain_wav2vec2() -> None:
     """``asr-pretrain-wav2vec2`` and ``scripts/run_wav2vec2_pretraining_no_trainer.py``."""
     run_command("pretraining")
+
+
+def build_ngram_lm() -> None:
+    """``asr-build-ngram-lm`` and ``scripts/build_ngram_lm.py`` (no training: the allocator is left as it is)."""
+    from asr_finetune.cli.ngram_lm import main
+    from asr_finetune.cli.run import run_cli
+
+    run_cli(main)
+
+
+def export_model() -> None:
+    """``asr-export`` and ``scripts/export_model.py``."""
+    from asr_finetune.cli.export import main
+    from asr_finetune.cli.run import run_cli
+
+    run_cli(main)

@@ -8,8 +8,9 @@ import logging
 from asr_finetune.cli.run import run_cli
 from asr_finetune.data.collators import CTCCollator
 from asr_finetune.data.vocab import VOCAB_FILE
+from asr_finetune.evaluation.lm_decoding import LanguageModelArguments
 from asr_finetune.models.loading import load_feature_extractor
-from asr_finetune.tasks import ctc, finetuning
+from asr_finetune.tasks import ctc, ctc_lm, finetuning
 from asr_finetune.tasks.ctc import CTC
 from asr_finetune.training.run_lock import releases_output_dir
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from
     run = finetuning.start(CTC, argv, streaming)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
+    lm_args = run.group(LanguageModelArguments)
+    lm_args.check(training_args.do_train, run.streaming_args.streaming)
 
     # 2. Feature extractor, and the tokenizer if one is brought along (else built from data in step 4)
     feature_extractor = load_feature_extractor(model_args.model_name_or_path or model_args.config_name,
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     processor = ctc.save_processor(feature_extractor, tokenizer, training_args.output_dir, run.is_main_process,
                                    resuming=run.resume is not None)
     finetuning.finish_data(run, splits, drops, unknown, vocab_source)
+    if "train" in splits and lm_args.lm_order:  # the n-gram of --lm_order, from the training text as normalised
+        ctc_lm.build_lm_if_asked(lm_args, splits["train"]["text"], training_args.output_dir, run.is_main_process)
     if data_args.preprocessing_only:
         logger.info("--preprocessing_only: data checked, vocab in %s/%s. Stopping.", training_args.output_dir,
                     VOCAB_FILE)
@@ -52,10 +57,12 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
                                        CTCCollator(feature_extractor), metrics,
                                        preprocess_logits_for_metrics=ctc.argmax_logits)
 
-    # 7. Train (or report a finished run), evaluate with eval_predictions.jsonl, model card
+    # 7. Train (or report a finished run), evaluate with eval_predictions.jsonl (and with the n-gram LM), model card
     return finetuning.train_evaluate_and_report(
         run, trainer, metrics, card_title=f"CTC fine-tuned {model_args.model_name_or_path or model_args.config_name}",
         card_details={"vocab": f"{len(tokenizer)} tokens, {vocab_source}"}, script=CTC.script,
+        after_evaluation=lambda evaluated: ctc_lm.decode_with_lm(lm_args, trainer, metrics, tokenizer,
+                                                                 feature_extractor, evaluated),
     )
 
 

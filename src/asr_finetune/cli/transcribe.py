@@ -12,9 +12,10 @@ from typing import TextIO
 
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.transcription import (
+    ENGINES,
     OUTPUT_FORMATS,
-    Transcriber,
     find_inputs,
+    make_transcriber,
     prepare_output_dir,
     transcribe_all,
 )
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch_dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"],
                         help="dtype to run the model in (default float32; fp16 checkpoints are upcast)")  # fmt: skip
     parser.add_argument("--num_beams", type=int, default=None, help="beam width for seq2seq models")
+    parser.add_argument("--engine", default="transformers", choices=ENGINES,
+                        help="transformers (a model or output dir), or an export of asr-export: ctranslate2 "
+                        "(Whisper) or onnx (CTC)")  # fmt: skip
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "inputs",
@@ -60,7 +64,7 @@ def run(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextI
         if output_dir is not None:
             prepare_output_dir(output_dir, inputs, args.output_format)
         started = time.perf_counter()
-        transcriber = Transcriber(args.model, args.torch_dtype, args.num_beams)
+        transcriber = make_transcriber(args.model, args.engine, args.torch_dtype, args.num_beams)
     except UsageError as error:
         print(f"asr-transcribe: {error}", file=err)
         return 2

@@ -223,7 +223,7 @@ def transcribe(model: Any, processor: Any, samples: np.ndarray, **gen_kwargs: An
         else:
             ids = model.generate(inputs, **gen_kwargs)
         return processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
-    return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate).text
+    return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate, getattr(processor, "decoder", None)).text
 
 
 @torch.no_grad()
@@ -234,7 +234,7 @@ def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwar
     duration = round(len(samples) / rate, 3)
     model.eval()
     if not getattr(model.config, "is_encoder_decoder", False):
-        return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate)
+        return ctc_words(model, processor.tokenizer, _one_clip(inputs), rate, getattr(processor, "decoder", None))
     window = window_frames(feature_extractor)
     if window is None:  # no timestamps to predict: one segment over the clip
         ids = model.generate(inputs, **capped(gen_kwargs, duration, model))
@@ -256,19 +256,35 @@ def transcribe_timed(model: Any, processor: Any, samples: np.ndarray, **gen_kwar
     return Transcript(" ".join(segment.text for segment in segments), segments)
 
 
-def ctc_words(model: Any, tokenizer: Any, input_values: Any, sampling_rate: int) -> Transcript:
+def ctc_words(model: Any, tokenizer: Any, input_values: Any, sampling_rate: int, decoder: Any = None) -> Transcript:
     """Argmax decoding of one clip (chunked when long; a tensor or a :class:`StreamedWaveform`), with each word's
-    time from the frames it spans.
+    time from the frames it spans; with an n-gram LM ``decoder`` (a ``Wav2Vec2ProcessorWithLM``'s), beam search
+    over the clip's logits as ``pipeline()`` does."""
+    seconds_per_frame = samples_per_frame(model) / sampling_rate
+    duration = round(len(input_values) / sampling_rate, 3)
+    if decoder is not None:
+        logits = ctc_chunked_logits(model, input_values, sampling_rate).float().numpy()
+        return ctc_transcript(logits, tokenizer, seconds_per_frame, duration, decoder)
+    ids = ctc_chunked_logits(model, input_values, sampling_rate, argmax=True).numpy()
+    return ctc_transcript(ids, tokenizer, seconds_per_frame, duration)
+
+
+def ctc_transcript(
+    frames: np.ndarray, tokenizer: Any, seconds_per_frame: float, duration: float, decoder: Any = None
+) -> Transcript:
+    """The text and word times of one clip's CTC output: best ids per frame (frames,), or logits (frames, vocab)
+    for beam search with an n-gram LM ``decoder``.
 
     A tokenizer without word offsets (phoneme tokenizers) gives the text and one segment over the clip.
     """
-    ids = ctc_chunked_logits(model, input_values, sampling_rate, argmax=True).tolist()
-    decoded = tokenizer.decode(ids, output_word_offsets=True)
-    text = (decoded if isinstance(decoded, str) else decoded.text).strip()
-    seconds_per_frame = samples_per_frame(model) / sampling_rate
-    words = [
-        Timed(round(w["start_offset"] * seconds_per_frame, 3), round(w["end_offset"] * seconds_per_frame, 3), w["word"])
-        for w in (getattr(decoded, "word_offsets", None) or [])
-    ]
-    duration = round(len(input_values) / sampling_rate, 3)
+    if decoder is not None:
+        text, _, spans, *_ = decoder.decode_beams(frames)[0]
+        text = " ".join(text.split())
+        offsets = [{"word": word, "start_offset": start, "end_offset": end} for word, (start, end) in spans]
+    else:
+        decoded = tokenizer.decode(frames.tolist(), output_word_offsets=True)
+        text = (decoded if isinstance(decoded, str) else decoded.text).strip()
+        offsets = getattr(decoded, "word_offsets", None) or []
+    words = [Timed(round(w["start_offset"] * seconds_per_frame, 3), round(w["end_offset"] * seconds_per_frame, 3),
+                   w["word"]) for w in offsets]  # fmt: skip
     return Transcript(text, [Timed(0.0, duration, text)] if text and not words else [], words)

@@ -185,9 +185,15 @@ class TranscriptMetrics:
                 "train longer, raise the learning rate, or check the tokenizer and labels.",
                 self.empty_hint,
             )
-        results = error_rates(self.references, self.hypotheses, self.metrics)
         if self.eval_normalizer is not None:
             self.normalized_hypotheses = [self.eval_normalizer(text) for text in self.hypotheses]
-            normalized = error_rates(self.normalized_references, self.normalized_hypotheses, self.metrics)
+        return self.score(self.hypotheses)
+
+    def score(self, hypotheses: Sequence[str]) -> dict[str, float]:
+        """The metrics of ``hypotheses`` (one per reference, in order), orthographic and normalised; keeps nothing."""
+        results = error_rates(self.references, list(hypotheses), self.metrics)
+        if self.eval_normalizer is not None:
+            normalized = error_rates(self.normalized_references, [self.eval_normalizer(text) for text in hypotheses],
+                                     self.metrics)  # fmt: skip
             results.update({f"normalized_{name}": value for name, value in normalized.items()})
         return results

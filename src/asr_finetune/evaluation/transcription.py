@@ -18,11 +18,12 @@ from typing import Any, TextIO
 
 import numpy as np
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq
 
 from asr_finetune.data.audio import AudioError, audio_info, load_audio
 from asr_finetune.data.local import MANIFEST_SUFFIXES, read_manifest
 from asr_finetune.errors import UsageError
+from asr_finetune.evaluation.lm_decoding import load_processor
 from asr_finetune.evaluation.long_audio import LONG_FILE_SECONDS, LongFile, streamable
 from asr_finetune.evaluation.longform import Timed, Transcript, transcribe, transcribe_timed
 from asr_finetune.files import atomic_write_text, write_json
@@ -206,7 +207,7 @@ class Transcriber:
         model_class = AutoModelForSpeechSeq2Seq if seq2seq else AutoModelForCTC
         self.model = model_class.from_pretrained(model, **dtype_kwargs(weights_dtype(torch_dtype, training=False)))
         speed_up_feature_encoders(self.model, self.model.device.type)
-        self.processor = AutoProcessor.from_pretrained(model)
+        self.processor = load_processor(model)
         feature_extractor = getattr(self.processor, "feature_extractor", self.processor)
         self.sampling_rate = feature_extractor.sampling_rate
         self.streamable = streamable(feature_extractor)
@@ -224,6 +225,25 @@ class Transcriber:
         if timed:
             return transcribe_timed(self.model, self.processor, samples, **self.generation)
         return Transcript(transcribe(self.model, self.processor, samples, **self.generation))
+
+
+ENGINES = ("transformers", "ctranslate2", "onnx")
+
+
+def make_transcriber(model: str, engine: str = "transformers", torch_dtype: str | None = None,
+                     num_beams: int | None = None) -> Any:
+    """The transcriber of ``engine``: transformers (any output dir or Hub id), or an export of ``asr-export``."""
+    if engine == "transformers":
+        return Transcriber(model, torch_dtype, num_beams)
+    from asr_finetune.evaluation import engines
+
+    if torch_dtype not in (None, "float32", "auto"):
+        raise UsageError(f"--torch_dtype {torch_dtype} is for --engine transformers (an export has its own types).")
+    if engine == "ctranslate2":
+        return engines.CTranslate2Whisper(model, num_beams)
+    if num_beams:
+        raise UsageError("--num_beams is for seq2seq models; --engine onnx runs CTC models.")
+    return engines.OnnxCTC(model)
 
 
 # ---------------------------------------------------------------------------------------------- the run

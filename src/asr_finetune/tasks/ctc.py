@@ -24,6 +24,7 @@ from asr_finetune.data.streaming import StreamingArguments, is_stream
 from asr_finetune.data.text import TextNormalizer, infer_case, resolve_text_language
 from asr_finetune.data.vocab import VOCAB_FILE, build_vocab, format_missing, missing_characters, save_vocab
 from asr_finetune.errors import DataError, UsageError
+from asr_finetune.evaluation.lm_decoding import LanguageModelArguments
 from asr_finetune.evaluation.metrics import (
     METRICS_HELP,
     TranscriptMetrics,
@@ -244,7 +245,8 @@ CTC = Task(
     name="ctc",
     script="run_speech_recognition_ctc.py",
     command="asr-finetune-ctc",
-    arguments=(CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments, StoppingArguments),
+    arguments=(CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments, StoppingArguments,
+               LanguageModelArguments),
     trainer="trainer",
 )
 

@@ -302,13 +302,19 @@ def train_evaluate_and_report(
     run: FineTuning, trainer: Any, metrics: Any, card_title: str, card_details: dict[str, Any], script: str,
     card_language: str | None = None,
     pipeline_kwargs: str = "",
+    after_evaluation: Callable[[bool], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Steps 7-8: train (resuming, or reporting a finished run), evaluate with eval_predictions.jsonl, model card."""
+    """Steps 7-8: train (resuming, or reporting a finished run), evaluate with eval_predictions.jsonl, model card.
+
+    ``after_evaluation(evaluated)``: the task's last step before the model card (CTC: decoding with an n-gram LM);
+    what it returns joins the results."""
     results: dict[str, Any] = {}
     if run.training_args.do_train:
         results.update(train_and_save(trainer, run.resume))
     if run.training_args.do_eval:
         results.update(evaluate_and_report(trainer, metrics))
+    if after_evaluation is not None:
+        results.update(after_evaluation(bool(run.training_args.do_eval)))
     if run.is_main_process:
         args, data_args = run.training_args, run.data_args
         write_model_card(
