@@ -25,8 +25,11 @@ if [ ! -x "$BIN/lmplz" ] || [ ! -x "$BIN/build_binary" ]; then
   trap 'rm -rf "$work"' EXIT
   python -m pip download -q --no-deps --no-binary kenlm "kenlm==$KENLM_VERSION" -d "$work"
   tar xzf "$work/kenlm-$KENLM_VERSION.tar.gz" -C "$work"
-  cmake -S "$work/kenlm-$KENLM_VERSION" -B "$work/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$work/build" --target lmplz build_binary -j "$(nproc)" >/dev/null
+  # KenLM's own build (its compiler warnings go to a log, shown only if the build fails)
+  if ! { cmake -S "$work/kenlm-$KENLM_VERSION" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+         && cmake --build "$work/build" --target lmplz build_binary -j "$(nproc)"; } >"$work/build.log" 2>&1; then
+    tail -n 30 "$work/build.log"; echo "Building KenLM's lmplz failed (log above)." >&2; exit 1
+  fi
   install -m 755 "$work/build/bin/lmplz" "$work/build/bin/build_binary" "$BIN/"
 fi
 echo "n-gram LM extra ready: $BIN/lmplz, $BIN/build_binary, pyctcdecode $(python -c 'import pyctcdecode, kenlm; print(pyctcdecode.__version__ if hasattr(pyctcdecode, "__version__") else "")')"

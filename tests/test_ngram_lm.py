@@ -177,6 +177,8 @@ def test_builder_reads_a_dataset_split_and_an_evaluation_tunes_with_it(
     assert results["eval_normalized_wer_lm"] == best["wer"]
     attrs = json.loads((evaluated / "language_model" / "attrs.json").read_text())
     assert (attrs["alpha"], attrs["beta"]) == (best["alpha"], best["beta"])  # pipeline() decodes with the pair found
+    card = (evaluated / "README.md").read_text()
+    assert "| eval_normalized_wer_lm |" in card and "eval_lm_grid" not in card  # figures, not the grid
 
 
 def test_lm_flags_that_cannot_work_are_refused_at_start(tiny_model: Path, corpus: Path, tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import transformers
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
 from asr_finetune.args import build_parser
+from asr_finetune.cli.export import build_parser as export_parser
+from asr_finetune.cli.ngram_lm import build_parser as ngram_parser
 from asr_finetune.cli.transcribe import build_parser as transcribe_parser
 from asr_finetune.tasks.ctc import CTC
 from asr_finetune.tasks.pretraining.arguments import PRETRAINING
@@ -26,7 +28,8 @@ SECTIONS = {
     "Batching and throughput": "ctc", "Speed and memory": "ctc", "Several processes": "ctc", "Streaming": "ctc",
     "Sequence-to-sequence": "seq2seq", "Pretraining": "pretraining", "Recipes": "ctc", "Faults": "ctc",
     "Evaluation metrics": "ctc", "Training curves": "ctc", "Transcribing": "transcribe", "Using an output dir": None,
-    "Output directory": "ctc", "Tests": None, "Roadmap": None,
+    "Output directory": "ctc", "Tests": None, "Roadmap": None, "n-gram language model": "ngram",
+    "Exports for serving": "export",
 }
 OTHER_PROGRAMS = {
     # launchers
@@ -37,6 +40,7 @@ OTHER_PROGRAMS = {
     "--checks_only", "--nproc", "--dry-run", "--encoder", "--decoder", "--encoder_add_adapter",
     "--encoder_feat_proj_dropout", "--encoder_layerdrop", "--max_length", "--num_beams", "--bundled", "--source",
     "--corpus", "--reference_model",  # benchmark_reference.py --task seq2seq
+    "--export", "--references",  # benchmark_engines.py
     "--logdir", "--signal",  # tensorboard, sbatch
 }
 
@@ -47,6 +51,10 @@ TRANSFORMERS_5_ONLY = {"--train_sampling_strategy"} if int(transformers.__versio
 
 
 def accepted(command: str) -> set[str]:
+    if command == "ngram":  # the CTC script's LM flags and asr-build-ngram-lm's
+        return accepted("ctc") | set(ngram_parser()._option_string_actions)
+    if command == "export":  # asr-export's and asr-transcribe's
+        return accepted("transcribe") | set(export_parser()._option_string_actions)
     if command == "transcribe":
         parser = transcribe_parser()
     else:
@@ -67,7 +75,7 @@ def test_every_readme_section_is_mapped() -> None:
     assert unmapped == []
 
 
-@pytest.mark.parametrize("command", ["ctc", "seq2seq", "pretraining", "transcribe"])
+@pytest.mark.parametrize("command", ["ctc", "seq2seq", "pretraining", "transcribe", "ngram", "export"])
 def test_every_flag_the_readme_names_is_accepted(command: str) -> None:
     flags = accepted(command)
     unknown = {}

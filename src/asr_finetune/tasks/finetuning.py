@@ -327,7 +327,8 @@ def train_evaluate_and_report(
                 "eval split": data_args.eval_split_name,
                 **card_details,
             },
-            metrics={k: v for k, v in results.items() if k.startswith("eval_") and not k.endswith(RUNTIME_KEYS)},
+            metrics={k: v for k, v in results.items()
+                     if k.startswith("eval_") and not k.endswith(RUNTIME_KEYS) and isinstance(v, int | float)},
             meta={"base_model": run.model_args.model_name_or_path, "dataset": data_args.dataset_name,
                   "dataset_config": data_args.dataset_config_name, "eval_split": data_args.eval_split_name,
                   "language": card_language},  # fmt: skip
