@@ -32,6 +32,7 @@ from asr_finetune.evaluation.metrics import (
     choose_eval_normalizer,
     valid_ids,
 )
+from asr_finetune.models.adapters import AdapterArguments, add_lora
 from asr_finetune.models.loading import (
     ModelArguments,
     find_tokenizer,
@@ -246,7 +247,7 @@ CTC = Task(
     script="run_speech_recognition_ctc.py",
     command="asr-finetune-ctc",
     arguments=(CTCModelArguments, CTCDataArguments, BatchingArguments, StreamingArguments, StoppingArguments,
-               LanguageModelArguments),
+               AdapterArguments, LanguageModelArguments),
     trainer="trainer",
 )
 
@@ -313,6 +314,9 @@ def prepare_model(run: Any, tokenizer: Any) -> Any:
     use_mean_loss(model)
     if model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
+    adapters = run.group(AdapterArguments)
+    if adapters.use_peft:  # the head is new (sized to the vocab): it trains in full
+        model = add_lora(model, adapters, trained_in_full=("lm_head",))
     return model
 
 

@@ -27,6 +27,7 @@ from asr_finetune.data.stream_loader import SpeechStream, StreamPlan, StreamStat
 from asr_finetune.data.streaming import check_streaming_flags, is_stream, load_eval_rows, load_stream
 from asr_finetune.errors import DataError
 from asr_finetune.logs import setup_logging
+from asr_finetune.models.adapters import DEFAULT_TARGETS, AdapterArguments
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
 from asr_finetune.models.loading import hub_kwargs, weights_dtype
 from asr_finetune.tasks.task import Task
@@ -110,13 +111,26 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
     resume = prepare_run(training_args)
-    flags = run_flags(task.name, model_args, training_args)
+    adapters = next((group for group in task_groups if isinstance(group, AdapterArguments)), None)
+    if adapters is not None:
+        adapters.check(training_args)
+    flags = {**run_flags(task.name, model_args, training_args), **adapter_flags(adapters)}
     if resume:
         check_resume_flags(resume, flags, training_on=finished_state(training_args, resume) is None)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
     return FineTuning(model_args, data_args, batching_args, streaming_args, stopping_args, training_args, backend,
                       command.argv, resume, pretrained, dtype, run_eval, flags, tuple(task_groups))
+
+
+def adapter_flags(adapters: AdapterArguments | None) -> dict[str, Any]:
+    """The run-defining adapter flags (run_flags.json): whether adapters train, and with --use_peft their shape."""
+    if adapters is None:
+        return {}
+    if not adapters.use_peft:
+        return {"use_peft": False}
+    return {"use_peft": True, "lora_r": adapters.lora_r, "lora_alpha": adapters.lora_alpha,
+            "lora_target_modules": " ".join(adapters.lora_target_modules or DEFAULT_TARGETS)}
 
 
 def scores_normalized_text(data_args: Any) -> bool:

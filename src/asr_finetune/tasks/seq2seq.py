@@ -35,6 +35,8 @@ from asr_finetune.evaluation.metrics import (
     choose_eval_normalizer,
     valid_ids,
 )
+from asr_finetune.models.adapters import AdapterArguments, add_lora
+from asr_finetune.models.joint_ctc import HEAD as CTC_HEAD
 from asr_finetune.models.joint_ctc import attach_ctc_head, check_ctc_weight
 from asr_finetune.models.loading import (
     ModelArguments,
@@ -224,7 +226,7 @@ SEQ2SEQ = Task(
     script="run_speech_recognition_seq2seq.py",
     command="asr-finetune-seq2seq",
     arguments=(Seq2SeqModelArguments, Seq2SeqDataArguments, BatchingArguments, StreamingArguments,
-               StoppingArguments),
+               StoppingArguments, AdapterArguments),
     trainer="seq2seq",
 )
 
@@ -266,6 +268,9 @@ def prepare_model(run: Any, tokenizer: Any, model_name: str) -> tuple[PreTrained
     language = set_language_and_task(model, tokenizer, data_args.language, data_args.task, model_name)
     complete_generation_config(model, tokenizer)
     record_decoding(model, run.training_args.generation_num_beams)
+    adapters = run.group(AdapterArguments)
+    if adapters.use_peft:  # a joint CTC head is new: it trains in full
+        model = add_lora(model, adapters, trained_in_full=(CTC_HEAD,) if model_args.ctc_weight else ())
     return model, language
 
 

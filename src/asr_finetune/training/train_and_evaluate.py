@@ -14,6 +14,7 @@ from asr_finetune.data.report import DATA_REPORT_FILE
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.metrics import utterance_report
 from asr_finetune.files import write_json, write_jsonl
+from asr_finetune.models.adapters import ADAPTER_DIR, lora_layers, merge_lora, save_adapter
 from asr_finetune.training.checkpoints import checkpoint_problem, read_state
 from asr_finetune.training.early_stopping import has_stopped, stopped_early
 from asr_finetune.training.memory import peak_memory
@@ -27,9 +28,16 @@ DATASET_ROW = "dataset_row"
 
 
 def save_final_model(trainer: Any) -> None:
-    """Save model + processor to output_dir through a staging folder (never a half-written model)."""
+    """Save model + processor to output_dir through a staging folder (never a half-written model). A model with
+    LoRA adapters is saved merged (a plain model), and its adapter alone in ``adapter/``."""
     output_dir = Path(trainer.args.output_dir)
     staging = output_dir / PARTIAL_DIR
+    if lora_layers(trainer.model):
+        if trainer.is_world_process_zero():
+            save_adapter(trainer.model, staging / ADAPTER_DIR)
+        merged = merge_lora(trainer.model)
+        logger.info("Merged %d LoRA layers into the final model (loads without peft); the adapter alone: %s.",
+                    merged, output_dir / ADAPTER_DIR)  # fmt: skip
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         publish_files(staging, output_dir)
@@ -90,8 +98,9 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
         finally:
             trainer.stop_request.restore()
         trainer.stop_request.raise_if_stopped(trainer.args.output_dir)
+        trained = sum(parameter.numel() for parameter in trainer.model.parameters() if parameter.requires_grad)
         save_final_model(trainer)
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, "train_trained_parameters": trained}
     totals = trainer.throughput.totals()
     totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
     totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
