@@ -41,6 +41,7 @@ OTHER_PROGRAMS = {
     "--encoder_feat_proj_dropout", "--encoder_layerdrop", "--max_length", "--num_beams", "--bundled", "--source",
     "--corpus", "--reference_model",  # benchmark_reference.py --task seq2seq
     "--export", "--references",  # benchmark_engines.py
+    "--config", "--lora_learning_rate",  # benchmark_adapters.py
     "--logdir", "--signal",  # tensorboard, sbatch
 }
 
