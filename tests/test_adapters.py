@@ -127,3 +127,14 @@ def test_bad_adapter_settings_are_refused_at_start(tiny_model: Path, corpus: Pat
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(UsageError, match=r"--use_peft needs peft: pip install 'asr-finetune\[peft\]'"):
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "c", "--do_train", "--use_peft"))
+
+
+def test_rerunning_a_finished_lora_run_without_adapters_is_refused(tiny_model: Path, corpus: Path, ctc_lora: Path,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    output_dir = tmp_path / "run"
+    shutil.copytree(ctc_lora, output_dir)
+    # finished, so nothing would train: but its weights are LoRA-shaped, and loading them into a plain model would
+    # silently leave the attention at the base weights
+    with pytest.raises(UsageError, match="use_peft"):
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--do_eval", "--max_steps", "6",
+                          "--save_steps", "3", "--seed", "0"))  # fmt: skip

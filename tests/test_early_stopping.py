@@ -14,12 +14,14 @@ from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
 from asr_finetune.tasks.finetuning import scores_normalized_text
 from asr_finetune.tools.recipes import script_arguments
-from asr_finetune.training.early_stopping import choose_best_by
+from asr_finetune.training.early_stopping import StoppingArguments, choose_best_by
 
 
 def best_by(*flags: str, eval_metrics: tuple[str, ...] = ("wer",)):
     argv = ["--output_dir", "/tmp/unused", "--model_name_or_path", "m", "--dataset_name", "d", *flags]
-    _, data, _, _, stopping, _, training = parse_args(script_arguments("ctc"), argv)
+    groups = parse_args(script_arguments("ctc"), argv)
+    data, training = groups[1], groups[-1]
+    stopping = next(group for group in groups if isinstance(group, StoppingArguments))
     choose_best_by(training, stopping, CommandLine.read(argv).flags(), list(eval_metrics),
                    scores_normalized_text(data))
     return training
@@ -50,6 +52,8 @@ def test_keeping_the_best_checkpoint_compares_wer_not_loss_unless_asked() -> Non
         (("--early_stopping_patience", "2", "--do_train"), "add --eval_strategy steps"),
         (("--early_stopping_patience", "0"), "--early_stopping_patience 0: give 1 or more"),
         (("--early_stopping_patience", "2", "--eval_strategy", "steps"), "add --do_train"),
+        (("--early_stopping_patience", "2", "--do_train", "--eval_strategy", "steps", "--save_strategy", "best"),
+         "--save_strategy best would not"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_at_start(flags: tuple[str, ...], message: str) -> None:
@@ -76,3 +80,16 @@ def test_a_run_that_stops_improving_stops_checkpoints_and_a_rerun_reports_it_com
         ctc_main(args)
     assert "Training is already complete (stopped early): " in caplog.text
     assert not list(output_dir.glob("checkpoint-[1-9][0-9]*"))  # nothing trained beyond step 6
+
+
+def test_early_stopping_added_on_resume_continues_then_stops(tiny_model: Path, corpus: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    output_dir = tmp_path / "run"
+    common = ("--do_train", "--learning_rate", "1e-12", "--eval_strategy", "steps", "--eval_steps", "2",
+              "--save_steps", "2")  # fmt: skip
+    ctc_main(ctc_args(tiny_model, corpus, output_dir, *common, "--max_steps", "4"))
+    with caplog.at_level(logging.WARNING):  # a checkpoint saved without early stopping's state resumes with it
+        ctc_main(ctc_args(tiny_model, corpus, output_dir, *common, "--max_steps", "40", "--early_stopping_patience",
+                          "1"))  # fmt: skip
+    assert "Stopping early at step 8" in caplog.text
+    assert json.loads((output_dir / "train_results.json").read_text())["train_stopped_early_at_step"] == 8

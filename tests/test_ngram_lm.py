@@ -70,8 +70,9 @@ def test_the_lm_fixes_what_greedy_decoding_gets_wrong(tokenizer: Wav2Vec2CTCToke
 
 def test_tuning_finds_weights_that_use_the_lm(tokenizer: Wav2Vec2CTCTokenizer, digits_lm: Path) -> None:
     decoder = make_decoder(tokenizer, digits_lm, alpha=0.0, beta=0.0)
-    alpha, _, grid = tune_weights(decoder, [UNSURE], lambda texts: float(texts != ["three eight"]), beam_width=20,
-                                  alphas=(0.0, 0.5), betas=(0.0, 1.0))  # fmt: skip
+    alpha, _, grid = tune_weights(decoder, lambda width: beam_decode(decoder, [UNSURE], width),
+                                  lambda texts: float(texts != ["three eight"]), beam_width=20, alphas=(0.0, 0.5),
+                                  betas=(0.0, 1.0))  # fmt: skip
     assert alpha == 0.5 and len(grid) == 4
     assert beam_decode(decoder, [UNSURE], beam_width=20) == ["three eight"]  # left with the weights found
 
@@ -190,3 +191,44 @@ def test_lm_flags_that_cannot_work_are_refused_at_start(tiny_model: Path, corpus
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "c", "--do_eval", "--lm_path", str(tmp_path / "none")))
     with pytest.raises(UsageError, match="--lm_tune tunes an LM's weights"):
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "d", "--do_eval", "--lm_tune"))
+
+
+def test_a_file_that_is_no_lm_is_refused_by_name(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.arpa"
+    bad.write_text("just some words\n")
+    with pytest.raises(UsageError, match=r"notes.arpa: neither an ARPA file"):
+        ngram_lm.find_lm(bad)
+
+
+def test_the_builder_never_replaces_a_folder_that_is_not_an_lm(tmp_path: Path) -> None:
+    run = tmp_path / "my-model"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UsageError, match="holds something other than an n-gram LM"):
+        build_ngram_lm(["a b c"], 2, run)
+    assert (run / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_two_processes_share_the_lm_decoding_and_agree_with_one(tiny_model: Path, corpus: Path,
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    from test_launch import CTC
+
+    from conftest import run_on_free_port
+
+    out = tmp_path / "two"
+    flags = ("--lm_order", "2", "--lm_tune", "--lm_beam_width", "10")
+    proc = run_on_free_port(lambda port: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                          "--master_port", port, CTC, *ctc_args(tiny_model, corpus, out, "--do_train",
+                                          "--do_eval", "--max_steps", "4", *flags)], timeout=600)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("World: 2 process(es)") == 2, log[-3000:]
+    two = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert len(two) == 8 and all("hypothesis_lm" in row for row in two)
+    assert len(json.loads((out / "eval_results.json").read_text())["eval_lm_grid"]) == 30
+    # one process, the same model and LM: the same LM hypotheses, clip for clip
+    one = tmp_path / "one"
+    ctc_main(ctc_args(out, corpus, one, "--do_eval", "--lm_path", str(out / "language_model_source"), "--lm_tune",
+                      "--lm_beam_width", "10"))  # fmt: skip
+    rows = [json.loads(line) for line in (one / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [row["hypothesis_lm"] for row in rows] == [row["hypothesis_lm"] for row in two]

@@ -69,6 +69,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def refuse_to_replace(path: str | os.PathLike, markers: Iterable[str], what: str) -> None:
+    """Refuse to replace a non-empty folder that holds none of ``markers`` (the files of ``what``, the thing an
+    :func:`atomic_dir` writes there): a mistyped output dir must not delete, say, a fine-tuned model."""
+    from asr_finetune.errors import UsageError
+
+    path = Path(path)
+    if path.is_file():
+        raise UsageError(f"{path} is a file: give a folder to write {what} to.")
+    if path.is_dir() and any(path.iterdir()) and not any((path / marker).exists() for marker in markers):
+        raise UsageError(f"{path} is a folder that holds something other than {what}; it would be replaced whole. "
+                         "Give a new or empty folder.")
+
+
 def write_json(data: Any, path: str | os.PathLike) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 

@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     run = finetuning.start(CTC, argv, streaming)
     model_args, data_args, training_args = run.model_args, run.data_args, run.training_args
     lm_args = run.group(LanguageModelArguments)
-    lm_args.check(training_args.do_train, run.streaming_args.streaming)
 
     # 2. Feature extractor, and the tokenizer if one is brought along (else built from data in step 4)
     feature_extractor = load_feature_extractor(model_args.model_name_or_path or model_args.config_name,

@@ -44,6 +44,7 @@ class CTranslate2Whisper:
         generation = _generation_config(model)
         self.num_beams = num_beams or generation.get("num_beams") or 1
         self.language = generation.get("language")
+        self.task = generation.get("task") or "transcribe"
 
     def read(self, path: str) -> np.ndarray:
         return load_audio(path, self.sampling_rate)
@@ -53,7 +54,7 @@ class CTranslate2Whisper:
         tokens = ["<|startoftranscript|>"]
         if self.model.is_multilingual:
             language = self.language or self.model.detect_language(features)[0][0][0].strip("<|>")
-            tokens += [f"<|{language.strip('<|>')}|>", "<|transcribe|>"]
+            tokens += [f"<|{language.strip('<|>')}|>", f"<|{self.task}|>"]
         return tokens + ["<|notimestamps|>"]
 
     def __call__(self, samples: np.ndarray, timed: bool) -> Transcript:
@@ -80,7 +81,12 @@ class OnnxCTC:
         if not (Path(model) / ONNX_FILE).is_file():
             raise UsageError(f"--engine onnx --model {model}: no {ONNX_FILE} there. Export a CTC output dir first: "
                              "asr-export --to onnx --model DIR --output_dir EXPORT.")  # fmt: skip
-        self.session = onnxruntime.InferenceSession(str(Path(model) / ONNX_FILE), providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(Path(model) / ONNX_FILE),
+                                                        providers=["CPUExecutionProvider"])  # fmt: skip
+        except Exception as err:  # a cut or corrupt file
+            raise UsageError(f"{Path(model) / ONNX_FILE} cannot be loaded by ONNX Runtime: "
+                             f"{str(err).splitlines()[0][:200]}. Export it again with asr-export.") from None
         self.processor = load_processor(model)
         self.feature_extractor = self.processor.feature_extractor
         self.sampling_rate = self.feature_extractor.sampling_rate
@@ -94,7 +100,11 @@ class OnnxCTC:
     def __call__(self, samples: np.ndarray, timed: bool) -> Transcript:
         values = self.feature_extractor(samples, sampling_rate=self.sampling_rate, return_tensors="np").input_values
         values = np.ascontiguousarray(values, dtype=np.float32)
-        logits = self.session.run(None, {"input_values": values, "attention_mask": np.ones(values.shape, np.int64)})
+        try:
+            logits = self.session.run(None, {"input_values": values,
+                                             "attention_mask": np.ones(values.shape, np.int64)})  # fmt: skip
+        except Exception as err:  # onnxruntime's errors are not RuntimeErrors: one clip must not end the run
+            raise RuntimeError(str(err).splitlines()[0][:300]) from err
         decoder = getattr(self.processor, "decoder", None)
         frames = logits[0][0] if decoder is not None else logits[0][0].argmax(-1)
         return ctc_transcript(frames, self.processor.tokenizer, self.seconds_per_frame,

@@ -114,14 +114,15 @@ def timed_decode(decoder: Any, log_probs: Sequence[np.ndarray], beam_width: int)
 
 
 def tune_weights(
-    decoder: Any, log_probs: Sequence[np.ndarray], wer_of: Callable[[list[str]], float], beam_width: int,
+    decoder: Any, decode_all: Callable[[int], list[str]], wer_of: Callable[[list[str]], float], beam_width: int,
     alphas: Sequence[float] = ALPHAS, betas: Sequence[float] = BETAS,
 ) -> tuple[float, float, list[dict[str, float]]]:
-    """The (alpha, beta) with the lowest ``wer_of(hypotheses)`` over the grid (ties: the first), and every point."""
+    """The (alpha, beta) with the lowest ``wer_of(decode_all(beam_width))`` over the grid (ties: the first), and every
+    point. ``decode_all`` decodes the whole evaluation with the decoder's current weights."""
     grid = []
     for alpha, beta in itertools.product(alphas, betas):
         decoder.reset_params(alpha=alpha, beta=beta)
-        grid.append({"alpha": alpha, "beta": beta, "wer": wer_of(beam_decode(decoder, log_probs, beam_width))})
+        grid.append({"alpha": alpha, "beta": beta, "wer": wer_of(decode_all(beam_width))})
     best = min(grid, key=lambda point: point["wer"])
     decoder.reset_params(alpha=best["alpha"], beta=best["beta"])
     logger.info("--lm_tune: alpha %s, beta %s (WER %.4f) of %d pairs.", best["alpha"], best["beta"], best["wer"],

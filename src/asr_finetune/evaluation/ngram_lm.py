@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from asr_finetune.errors import UsageError
-from asr_finetune.files import atomic_dir
+from asr_finetune.files import atomic_dir, refuse_to_replace
 
 logger = logging.getLogger(__name__)
 
 LM_EXTRA_HINT = "install the n-gram LM extra: bash scripts/install_lm.sh (pyctcdecode, kenlm, KenLM's lmplz)"
 ARPA, BINARY, UNIGRAMS = "lm.arpa", "lm.bin", "unigrams.txt"
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
 
 
 def kenlm_tool(name: str) -> str:
@@ -56,6 +57,7 @@ def build_ngram_lm(texts: Iterable[str], order: int, output_dir: str | Path, pru
     words = sorted({word for line in lines for word in line.split()})
     lmplz, build_binary = kenlm_tool("lmplz"), kenlm_tool("build_binary")
     output_dir = Path(output_dir)
+    refuse_to_replace(output_dir, (ARPA, BINARY), "an n-gram LM")
     with atomic_dir(output_dir) as staging, tempfile.TemporaryDirectory() as scratch:
         command = [lmplz, "-o", str(order), "--discount_fallback", "-T", scratch, "-S", "20%"]
         if prune:
@@ -85,6 +87,10 @@ def find_lm(path: str | Path) -> tuple[Path, list[str] | None]:
         model = path
     if not model.is_file():
         raise UsageError(f"--lm_path {path}: no KenLM model there (a folder of build_ngram_lm.py, an .arpa or a .bin).")
+    with open(model, "rb") as handle:
+        head = handle.read(4096)
+    if not (head.startswith(KENLM_BINARY_MAGIC) or b"\\data\\" in head):
+        raise UsageError(f"--lm_path {model}: neither an ARPA file (no \\data\\ header) nor a KenLM binary.")
     unigrams_file = model.parent / UNIGRAMS
     if unigrams_file.is_file():
         return model, unigrams_file.read_text(encoding="utf-8").split()

@@ -59,6 +59,9 @@ class AdapterArguments:
         require_peft()
         if getattr(training_args, "torch_compile", False):
             raise UsageError("--use_peft with --torch_compile is not supported yet: leave one out.")
+        if getattr(training_args, "gradient_checkpointing", False) and not training_args.gradient_checkpointing_kwargs:
+            # transformers 4.x checkpoints reentrantly by default: frozen inputs would give the adapters no gradient
+            training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
         if getattr(training_args, "fsdp", None) or getattr(training_args, "deepspeed", None):
             raise UsageError("--use_peft with --fsdp or --deepspeed is not supported yet: adapters already fit "
                              "where the model does; leave one out.")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from asr_finetune.errors import UsageError
-from asr_finetune.files import atomic_dir
+from asr_finetune.files import atomic_dir, refuse_to_replace
+from asr_finetune.models.loading import dtype_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ def model_kind(model_dir: str | Path) -> str:
 
 
 def export_model(model_dir: str | Path, to: str, output_dir: str | Path, quantization: str | None = None) -> Path:
-    """Export ``model_dir`` (an output dir of a fine-tuning run, or any checkpoint folder) to ``output_dir``."""
+    """Export ``model_dir`` (an output dir of a fine-tuning run, or a model folder) to ``output_dir``."""
+    if Path(output_dir).resolve() in (Path(model_dir).resolve(), *Path(model_dir).resolve().parents):
+        raise UsageError(f"--output_dir {output_dir} is (or holds) --model {model_dir}: give the export a folder "
+                         "of its own.")
+    refuse_to_replace(output_dir, ("model.bin", ONNX_FILE), "an export")
     kind = model_kind(model_dir)
     if to == "ctranslate2":
         if kind != "whisper":
@@ -70,9 +75,19 @@ def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, quantizati
     require("ctranslate2", "--to ctranslate2")
     from ctranslate2.converters import TransformersConverter
 
+    class Converter(TransformersConverter):
+        def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
+            # ctranslate2 4.8 passes ``dtype``, which transformers before 4.56 (the Gaudi stack) calls torch_dtype
+            if "dtype" in kwargs:
+                kwargs.update(dtype_kwargs(kwargs.pop("dtype")))
+            return super().load_model(model_class, model_name_or_path, **kwargs)
+
     with atomic_dir(output_dir) as staging:
         target = staging / "model"
-        TransformersConverter(str(model_dir)).convert(str(target), quantization=quantization)
+        try:
+            Converter(str(model_dir)).convert(str(target), quantization=quantization)
+        except ValueError as err:  # e.g. an unknown --quantization
+            raise UsageError(f"--to ctranslate2: {err}") from None
         for path in target.iterdir():
             path.rename(staging / path.name)
         target.rmdir()
@@ -89,7 +104,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 17) 
     import torch
     from transformers import AutoModelForCTC
 
-    model = AutoModelForCTC.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = AutoModelForCTC.from_pretrained(str(model_dir), **dtype_kwargs(torch.float32)).eval()
     samples = torch.zeros(1, 16_000)
     mask = torch.ones(1, 16_000, dtype=torch.long)
     with atomic_dir(output_dir) as staging:

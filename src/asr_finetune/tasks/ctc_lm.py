@@ -8,8 +8,10 @@ Beam search scores the model's raw logits of each clip's own frames, as transfor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,13 @@ from asr_finetune.evaluation.lm_decoding import (
 from asr_finetune.evaluation.ngram_lm import BINARY, build_ngram_lm
 from asr_finetune.files import write_json, write_jsonl
 from asr_finetune.models.loading import output_frames
-from asr_finetune.training.outputs import PARTIAL_DIR, disk_errors, publish_files
+from asr_finetune.training.outputs import disk_errors, publish_files
 from asr_finetune.training.train_and_evaluate import PREDICTIONS_FILE, in_dataset_order
 
 logger = logging.getLogger(__name__)
 
+LM_STAGING = ".partial-lm"
+SOURCE_FILE = "source.json"
 LM_SOURCE_DIR = "language_model_source"
 """Where ``--lm_order`` writes the n-gram it builds (lm.arpa, lm.bin, unigrams.txt) in the output dir."""
 
@@ -47,25 +51,36 @@ def build_lm_if_asked(lm_args: LanguageModelArguments, train_texts: Any, output_
     if not lm_args.lm_order or not is_main:
         return
     target = Path(output_dir) / LM_SOURCE_DIR
-    if not (target / BINARY).is_file():
-        build_ngram_lm(train_texts, lm_args.lm_order, target)
+    texts = list(train_texts)
+    key = {"order": lm_args.lm_order, "text_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()}
+    recorded = target / SOURCE_FILE
+    if (target / BINARY).is_file() and recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) == key:
+        logger.info("Reusing the %d-gram LM of these transcripts in %s.", lm_args.lm_order, target)
+        return
+    build_ngram_lm(texts, lm_args.lm_order, target)
+    write_json(key, recorded)
 
 
 def decode_with_lm(
     lm_args: LanguageModelArguments, trainer: Any, metrics: Any, tokenizer: Any, feature_extractor: Any,
     evaluated: bool,
 ) -> dict[str, Any]:
-    """Evaluate with the LM (when the run evaluated) and publish the processor with the LM. Main process only;
-    returns the ``eval_*_lm`` figures added to eval_results.json."""
-    if not lm_args.enabled or not trainer.is_world_process_zero():
+    """Evaluate with the LM (when the run evaluated; every process decodes its share of the clips) and publish the
+    processor with the LM (main process). Returns the ``eval_*_lm`` figures added to eval_results.json."""
+    if not lm_args.enabled:
         return {}
     output_dir = Path(trainer.args.output_dir)
     decoder = make_decoder(tokenizer, lm_path_of(lm_args, output_dir), lm_args.lm_alpha, lm_args.lm_beta)
     results = evaluate_with_lm(lm_args, trainer, metrics, tokenizer, decoder) if evaluated else {}
+    if not trainer.is_world_process_zero():
+        return results
     processor = processor_with_lm(feature_extractor, tokenizer, decoder)
-    staging = output_dir / PARTIAL_DIR
+    staging = output_dir / LM_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
     with disk_errors(output_dir):
         save_processor_with_lm(processor, staging)
+        # pyctcdecode loads language_model/ only when it holds exactly its own files: an earlier LM's go first
+        shutil.rmtree(output_dir / "language_model", ignore_errors=True)
         publish_files(staging, output_dir)
     logger.info("Saved a Wav2Vec2ProcessorWithLM (alpha %s, beta %s): pipeline() and asr-transcribe on %s decode "
                 "with the LM.", results.get("eval_lm_alpha", lm_args.lm_alpha),
@@ -76,28 +91,40 @@ def decode_with_lm(
 def evaluate_with_lm(
     lm_args: LanguageModelArguments, trainer: Any, metrics: Any, tokenizer: Any, decoder: Any
 ) -> dict[str, Any]:
-    """Greedy and LM decoding of the same logits, scored by the same metrics; eval_results.json, all_results.json
-    and eval_predictions.jsonl (``hypothesis_lm``) updated. Leaves the decoder with the weights it reports."""
-    dataset = trainer.eval_dataset
-    logits = clip_logits(trainer, dataset)
+    """Greedy and LM decoding of the same logits, scored by the same metrics; the main process updates
+    eval_results.json, all_results.json and eval_predictions.jsonl (``hypothesis_lm``). Each process decodes every
+    ``world_size``-th clip, so a long beam search (or ``--lm_tune``'s grid) is shared and no process idles at the
+    final barrier. Leaves the decoder with the weights it reports."""
+    dataset, args = trainer.eval_dataset, trainer.args
+    indices = list(range(args.process_index, len(dataset), args.world_size))
+    logits = clip_logits(trainer, dataset, indices)
     start = time.perf_counter()
     greedy = [tokenizer.decode(clip.argmax(-1)).strip() for clip in logits]
     greedy_seconds = (time.perf_counter() - start) / max(len(logits), 1)
+
+    def decode_all(width: int) -> tuple[list[str], float]:
+        texts, seconds = timed_decode(decoder, logits, width)
+        return in_order(texts, indices, args.world_size), seconds
+
     key = "normalized_wer" if metrics.eval_normalizer is not None else "wer"
     alpha, beta, results = lm_args.lm_alpha, lm_args.lm_beta, {}
     if lm_args.lm_tune:
-        alpha, beta, results["eval_lm_grid"] = tune_weights(decoder, logits, lambda texts: metrics.score(texts)[key],
-                                                            lm_args.lm_beam_width)  # fmt: skip
-    hypotheses, lm_seconds = timed_decode(decoder, logits, lm_args.lm_beam_width)
+        alpha, beta, results["eval_lm_grid"] = tune_weights(
+            decoder, lambda width: decode_all(width)[0], lambda texts: metrics.score(texts)[key], lm_args.lm_beam_width
+        )
+    hypotheses, lm_seconds = decode_all(lm_args.lm_beam_width)
     results.update({f"eval_{name}_lm": value for name, value in metrics.score(hypotheses).items()})
     results.update({
         "eval_lm_alpha": alpha, "eval_lm_beta": beta, "eval_lm_beam_width": lm_args.lm_beam_width,
         "eval_lm_seconds_per_clip": round(lm_seconds, 5), "eval_greedy_seconds_per_clip": round(greedy_seconds, 5),
     })
-    logger.info("Eval %s: greedy %.4f, with the LM %.4f (beam %d, alpha %s, beta %s); %.1f ms a clip against %.2f ms.",
-                key, metrics.score(greedy)[key], results[f"eval_{key}_lm"], lm_args.lm_beam_width, alpha, beta,
-                lm_seconds * 1e3, greedy_seconds * 1e3)  # fmt: skip
-    output_dir = Path(trainer.args.output_dir)
+    if not trainer.is_world_process_zero():
+        return results
+    greedy = in_order(greedy, indices, 1) if args.world_size == 1 else None
+    logger.info("Eval %s with the LM: %.4f (beam %d, alpha %s, beta %s), %.1f ms a clip; greedy %s, %.2f ms a clip.",
+                key, results[f"eval_{key}_lm"], lm_args.lm_beam_width, alpha, beta, lm_seconds * 1e3,
+                f"{metrics.score(greedy)[key]:.4f}" if greedy else "as evaluated", greedy_seconds * 1e3)  # fmt: skip
+    output_dir = Path(args.output_dir)
     with disk_errors(output_dir):
         for name in ("eval_results.json", "all_results.json"):
             path = output_dir / name
@@ -107,13 +134,25 @@ def evaluate_with_lm(
     return results
 
 
-def clip_logits(trainer: Any, dataset: Any) -> list[np.ndarray]:
-    """Each clip's logits (frames x vocab, float32), its padding cut off, in the dataset's order; computed with the
+def in_order(texts: list[str], indices: list[int], world_size: int) -> list[str]:
+    """Every process's ``texts`` (clips ``indices`` of the evaluation) gathered, in evaluation order."""
+    pairs = list(zip(indices, texts, strict=True))
+    if world_size > 1:
+        from accelerate.utils import gather_object
+
+        pairs = gather_object(pairs)
+    return [text for _, text in sorted(pairs)]
+
+
+def clip_logits(trainer: Any, dataset: Any, indices: list[int]) -> list[np.ndarray]:
+    """The logits (frames x vocab, float32) of clips ``indices``, their padding cut off; computed with the
     Trainer's own evaluation step (long clips in chunks)."""
     model = trainer.model
     rate = getattr(getattr(trainer.processing_class, "feature_extractor", None), "sampling_rate", 16_000)
-    frames = output_frames(model, [round(seconds * rate) for seconds in dataset.rows["duration"]])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.args.per_device_eval_batch_size,
+    durations = dataset.rows["duration"]
+    frames = output_frames(model, [round(durations[index] * rate) for index in indices])
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices),
+                                         batch_size=trainer.args.per_device_eval_batch_size,
                                          collate_fn=trainer.data_collator, shuffle=False)  # fmt: skip
     clips: list[np.ndarray] = []
     model.eval()

@@ -26,6 +26,7 @@ from asr_finetune.data.report import DropCounts, log_splits, write_data_report
 from asr_finetune.data.stream_loader import SpeechStream, StreamPlan, StreamStateCallback, saved_progress
 from asr_finetune.data.streaming import check_streaming_flags, is_stream, load_eval_rows, load_stream
 from asr_finetune.errors import DataError
+from asr_finetune.evaluation.lm_decoding import LanguageModelArguments
 from asr_finetune.logs import setup_logging
 from asr_finetune.models.adapters import DEFAULT_TARGETS, AdapterArguments
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
@@ -110,13 +111,17 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
                    normalized=scores_normalized_text(data_args))
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
-    resume = prepare_run(training_args)
     adapters = next((group for group in task_groups if isinstance(group, AdapterArguments)), None)
     if adapters is not None:
         adapters.check(training_args)
+    for group in task_groups:
+        if isinstance(group, LanguageModelArguments):
+            group.check(training_args.do_train, streaming_args.streaming)
+    resume = prepare_run(training_args)
     flags = {**run_flags(task.name, model_args, training_args), **adapter_flags(adapters)}
     if resume:
-        check_resume_flags(resume, flags, training_on=finished_state(training_args, resume) is None)
+        done = finished_state(training_args, resume, early_stopping=stopping_args.early_stopping_patience is not None)
+        check_resume_flags(resume, flags, training_on=done is None)
     pretrained = hub_kwargs(model_args.cache_dir, model_args.model_revision, data_args.token,
                             data_args.trust_remote_code)
     return FineTuning(model_args, data_args, batching_args, streaming_args, stopping_args, training_args, backend,

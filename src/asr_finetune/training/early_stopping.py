@@ -85,6 +85,10 @@ def choose_best_by(
                          "--eval_steps N (or --eval_strategy epoch) and an eval split.")
     if not args.do_train:
         raise UsageError("--early_stopping_patience stops training: add --do_train, or leave it out.")
+    if str(args.save_strategy) in ("best", "SaveStrategy.BEST"):
+        raise UsageError("--early_stopping_patience checkpoints the step it stops at, which --save_strategy best "
+                         "would not: use --save_strategy steps or epoch (with --load_best_model_at_end to keep the "
+                         "best).")
 
 
 def early_stopping_callbacks(stopping: StoppingArguments) -> list[Any]:
@@ -95,10 +99,23 @@ def early_stopping_callbacks(stopping: StoppingArguments) -> list[Any]:
 
 
 class EarlyStopping(EarlyStoppingCallback):
-    """transformers' early stopping, which also checkpoints the step it stops at and says why it stopped.
+    """transformers' early stopping, which also checkpoints the step it stops at, says why it stopped, and resumes
+    with its counter.
 
-    Its counter is saved in each checkpoint's trainer_state.json (``stateful_callbacks``) and restored on resume;
-    :func:`stopped_early` reads it there."""
+    Its counter is saved in each checkpoint's trainer_state.json (``stateful_callbacks``); :func:`stopped_early`
+    reads it there."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        super().on_train_begin(args, state, control, **kwargs)
+        # On resume, the counter comes back from the checkpoint (transformers restores callback states only with
+        # --restore_callback_states_from_checkpoint), and a checkpoint written without early stopping gets an entry
+        # (transformers' checkpoint save fails on a callback its resumed state does not list).
+        saved = state.stateful_callbacks.get(type(self).__name__)
+        saved = saved[0] if isinstance(saved, list) and saved else saved
+        if isinstance(saved, dict) and not args.restore_callback_states_from_checkpoint:
+            counter = saved.get("attributes", {}).get("early_stopping_patience_counter", 0)
+            self.early_stopping_patience_counter = int(counter)
+        state.stateful_callbacks[type(self).__name__] = self.state()
 
     @property
     def stopped(self) -> bool:
@@ -115,6 +132,11 @@ class EarlyStopping(EarlyStoppingCallback):
                        state.global_step, name, self.early_stopping_patience_counter,
                        f"{state.best_metric:.4f}" if state.best_metric is not None else "none",
                        f", {state.best_model_checkpoint}" if state.best_model_checkpoint else "")
+
+
+def has_early_stopping(trainer: Any) -> bool:
+    """Whether the Trainer runs with ``--early_stopping_patience``."""
+    return any(isinstance(callback, EarlyStopping) for callback in trainer.callback_handler.callbacks)
 
 
 def has_stopped(callbacks: list[Any]) -> bool:

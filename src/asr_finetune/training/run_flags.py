@@ -15,7 +15,9 @@ from asr_finetune.files import write_json
 logger = logging.getLogger(__name__)
 
 RUN_FLAGS_FILE = "run_flags.json"
-MODEL_FLAGS = ("model_name_or_path", "config_name", "tokenizer_name_or_path", "tokenizer_name")
+MODEL_FLAGS = ("model_name_or_path", "config_name", "tokenizer_name_or_path", "tokenizer_name", "use_peft", "lora_r",
+               "lora_alpha", "lora_target_modules")
+"""What defines the model's weights and shape (adapters included): compared even when a finished run is rerun."""
 TRAINING_FLAGS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "optim", "adam_beta1",
     "adam_beta2", "adam_epsilon", "per_device_train_batch_size", "gradient_accumulation_steps",

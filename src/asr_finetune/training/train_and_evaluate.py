@@ -16,7 +16,7 @@ from asr_finetune.evaluation.metrics import utterance_report
 from asr_finetune.files import write_json, write_jsonl
 from asr_finetune.models.adapters import ADAPTER_DIR, lora_layers, merge_lora, save_adapter
 from asr_finetune.training.checkpoints import checkpoint_problem, read_state
-from asr_finetune.training.early_stopping import has_stopped, stopped_early
+from asr_finetune.training.early_stopping import has_early_stopping, has_stopped, stopped_early
 from asr_finetune.training.memory import peak_memory
 from asr_finetune.training.outputs import PARTIAL_DIR, disk_errors, publish_files
 
@@ -43,16 +43,16 @@ def save_final_model(trainer: Any) -> None:
         publish_files(staging, output_dir)
 
 
-def finished_state(args: Any, checkpoint: str | None) -> dict[str, Any] | None:
+def finished_state(args: Any, checkpoint: str | None, early_stopping: bool = False) -> dict[str, Any] | None:
     """The state of ``checkpoint`` when it already holds everything this command asks to train, else None.
 
-    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs. Or the
-    run stopped early at this checkpoint (``--early_stopping_patience``).
+    ``--max_steps N``: step N reached. Epochs: the checkpoint's planned steps reached, for as many epochs. Or, for a
+    command with ``--early_stopping_patience`` (``early_stopping``), the run stopped early at this checkpoint.
     """
     state = read_state(checkpoint) if checkpoint else None
     if state is None:
         return None
-    if stopped_early(state):
+    if early_stopping and stopped_early(state):
         return state
     step = state.get("global_step", 0)
     if args.max_steps > 0:
@@ -81,7 +81,7 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     A rerun of a finished command trains nothing: it says so, loads the last checkpoint's weights (for the
     evaluation that may follow), and publishes the final model only if a kill cut that short.
     """
-    done = finished_state(trainer.args, resume_from_checkpoint)
+    done = finished_state(trainer.args, resume_from_checkpoint, early_stopping=has_early_stopping(trainer))
     if done is not None:
         return _finish_complete_run(trainer, resume_from_checkpoint, done)
     with disk_errors(trainer.args.output_dir):
@@ -154,7 +154,10 @@ def _finish_complete_run(trainer: Any, checkpoint: str, state: dict[str, Any]) -
     step = state.get("global_step", 0)
     # The final model is the best checkpoint's where the run kept the best (--load_best_model_at_end).
     best = state.get("best_model_checkpoint") if trainer.args.load_best_model_at_end else None
+    best = str(Path(output_dir) / Path(best).name) if best else None  # recorded relative to the first run's cwd
     weights = best if best and checkpoint_problem(best) is None else checkpoint
+    if best and weights != best:
+        logger.warning("The best checkpoint %s is gone or incomplete: evaluating %s instead.", best, checkpoint)
     trainer._load_from_checkpoint(weights)  # private in 4.55 and 5.24 alike: weights as the Trainer resumes them
     # The run's history, so what follows (evaluation, training_curves.png) continues it instead of starting at step 0.
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
