@@ -6,6 +6,9 @@ never with a traceback: the message itself names the flag, file or row and says 
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class UsageError(ValueError):
     """A mistake the user can fix; the message says what and how."""
@@ -13,6 +16,14 @@ class UsageError(ValueError):
 
 class DataError(UsageError):
     """Bad input data; the message names the file, split, column or row and says what to do."""
+
+
+def require_module(module: str, purpose: str, hint: str) -> ModuleType:
+    """Import an optional package, or refuse in one line: ``{purpose} needs {module}: {hint}.``"""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"{purpose} needs {module}: {hint}.") from None
 
 
 class Stopped(Exception):

@@ -63,10 +63,11 @@ class LanguageModelArguments:
     def enabled(self) -> bool:
         return bool(self.lm_path or self.lm_order)
 
-    def check(self, do_train: bool, streaming: bool = False) -> None:
+    def check(self, training_args: Any, streaming: bool = False) -> None:
         """Refuse at start what would fail after training: missing tools, a missing model, no text to build from."""
         if not self.enabled:
             return
+        do_train = training_args.do_train
         require_decoder()
         if self.lm_order:
             if streaming:
@@ -75,7 +76,8 @@ class LanguageModelArguments:
             if not do_train:
                 raise UsageError("--lm_order builds the LM from the training split: add --do_train, or build one with "
                                  "scripts/build_ngram_lm.py and pass --lm_path.")
-            kenlm_tool("lmplz"), kenlm_tool("build_binary")
+            for tool in ("lmplz", "build_binary"):
+                kenlm_tool(tool)
         if self.lm_path:
             find_lm(self.lm_path)
 

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr_finetune.errors import UsageError
+from asr_finetune.errors import UsageError, require_module
 from asr_finetune.files import atomic_dir, refuse_to_replace
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,8 @@ def kenlm_tool(name: str) -> str:
 
 def require_decoder() -> None:
     """Refuse in one line when pyctcdecode or the kenlm module is missing."""
-    try:
-        import kenlm  # noqa: F401
-        import pyctcdecode  # noqa: F401
-    except ImportError as err:
-        raise UsageError(f"CTC decoding with an n-gram LM needs {err.name}: {LM_EXTRA_HINT}.") from None
+    for module in ("kenlm", "pyctcdecode"):
+        require_module(module, "CTC decoding with an n-gram LM", LM_EXTRA_HINT)
 
 
 def build_ngram_lm(texts: Iterable[str], order: int, output_dir: str | Path, prune: list[int] | None = None) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from asr_finetune.errors import UsageError
+from asr_finetune.errors import UsageError, require_module
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class AdapterArguments:
         if not 0 <= self.lora_dropout < 1:
             raise UsageError(f"--lora_dropout {self.lora_dropout}: give a value in [0, 1).")
 
-    def check(self, training_args: Any) -> None:
+    def check(self, training_args: Any, streaming: bool = False) -> None:
         """Refuse at start what does not work with adapters."""
         if not self.use_peft:
             return
@@ -68,11 +68,7 @@ class AdapterArguments:
 
 
 def require_peft() -> Any:
-    try:
-        import peft
-    except ImportError:
-        raise UsageError(f"--use_peft needs peft: {PEFT_HINT}.") from None
-    return peft
+    return require_module("peft", "--use_peft", PEFT_HINT)
 
 
 def add_lora(model: torch.nn.Module, args: AdapterArguments, trained_in_full: tuple[str, ...] = ()) -> torch.nn.Module:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from asr_finetune.errors import UsageError
+from asr_finetune.errors import UsageError, require_module
 from asr_finetune.files import atomic_dir, refuse_to_replace
 from asr_finetune.models.loading import dtype_kwargs
 
@@ -28,12 +28,7 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokeniz
 
 def require(module: str, purpose: str) -> Any:
     """Import an optional export/serving package or refuse in one line naming the extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UsageError(f"{purpose} needs {module}: {EXPORT_HINT}.") from None
+    return require_module(module, purpose, EXPORT_HINT)
 
 
 def model_kind(model_dir: str | Path) -> str:

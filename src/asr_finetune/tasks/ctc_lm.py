@@ -118,12 +118,12 @@ def evaluate_with_lm(
         "eval_lm_alpha": alpha, "eval_lm_beta": beta, "eval_lm_beam_width": lm_args.lm_beam_width,
         "eval_lm_seconds_per_clip": round(lm_seconds, 5), "eval_greedy_seconds_per_clip": round(greedy_seconds, 5),
     })
+    greedy = in_order(greedy, indices, args.world_size)
     if not trainer.is_world_process_zero():
         return results
-    greedy = in_order(greedy, indices, 1) if args.world_size == 1 else None
-    logger.info("Eval %s with the LM: %.4f (beam %d, alpha %s, beta %s), %.1f ms a clip; greedy %s, %.2f ms a clip.",
+    logger.info("Eval %s with the LM: %.4f (beam %d, alpha %s, beta %s), %.1f ms a clip; greedy %.4f, %.2f ms a clip.",
                 key, results[f"eval_{key}_lm"], lm_args.lm_beam_width, alpha, beta, lm_seconds * 1e3,
-                f"{metrics.score(greedy)[key]:.4f}" if greedy else "as evaluated", greedy_seconds * 1e3)  # fmt: skip
+                metrics.score(greedy)[key], greedy_seconds * 1e3)  # fmt: skip
     output_dir = Path(args.output_dir)
     with disk_errors(output_dir):
         for name in ("eval_results.json", "all_results.json"):

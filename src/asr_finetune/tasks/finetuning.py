@@ -26,7 +26,6 @@ from asr_finetune.data.report import DropCounts, log_splits, write_data_report
 from asr_finetune.data.stream_loader import SpeechStream, StreamPlan, StreamStateCallback, saved_progress
 from asr_finetune.data.streaming import check_streaming_flags, is_stream, load_eval_rows, load_stream
 from asr_finetune.errors import DataError
-from asr_finetune.evaluation.lm_decoding import LanguageModelArguments
 from asr_finetune.logs import setup_logging
 from asr_finetune.models.adapters import DEFAULT_TARGETS, AdapterArguments
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
@@ -76,7 +75,8 @@ class FineTuning:
     run_eval: bool
     run_flags: dict[str, Any]
     task_groups: tuple[Any, ...] = ()
-    """The task's own argument groups after the shared ones (CTC: the n-gram LM's)."""
+    """The task's own argument groups after the shared ones (adapters; CTC: the n-gram LM's). Each has
+    ``check(training_args, streaming)``, run at start."""
 
     def group(self, kind: type) -> Any:
         """The parsed argument group of class ``kind``."""
@@ -111,12 +111,9 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
                    normalized=scores_normalized_text(data_args))
     run_eval = evaluation_requested(training_args)
     dtype = weights_dtype(model_args.torch_dtype, training_args.do_train)
+    for group in task_groups:  # before prepare_run, which may remove old checkpoints
+        group.check(training_args, streaming_args.streaming)
     adapters = next((group for group in task_groups if isinstance(group, AdapterArguments)), None)
-    if adapters is not None:
-        adapters.check(training_args)
-    for group in task_groups:
-        if isinstance(group, LanguageModelArguments):
-            group.check(training_args.do_train, streaming_args.streaming)
     resume = prepare_run(training_args)
     flags = {**run_flags(task.name, model_args, training_args), **adapter_flags(adapters)}
     if resume:

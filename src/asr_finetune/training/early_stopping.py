@@ -139,8 +139,9 @@ def has_early_stopping(trainer: Any) -> bool:
     return any(isinstance(callback, EarlyStopping) for callback in trainer.callback_handler.callbacks)
 
 
-def has_stopped(callbacks: list[Any]) -> bool:
+def has_stopped(trainer: Any) -> bool:
     """True when the Trainer's early stopping (if any) ended training."""
+    callbacks = trainer.callback_handler.callbacks
     return any(isinstance(callback, EarlyStopping) and callback.stopped for callback in callbacks)
 
 

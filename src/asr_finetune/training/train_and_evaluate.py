@@ -107,7 +107,7 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
     totals.update(_stream_totals(trainer))
     totals.update(peak_memory())
     metrics.update({f"train_{name}": value for name, value in totals.items()})
-    if has_stopped(trainer.callback_handler.callbacks):
+    if has_stopped(trainer):
         metrics["train_stopped_early_at_step"] = trainer.state.global_step
     trainer.log_metrics("train", metrics)
     with disk_errors(trainer.args.output_dir):
