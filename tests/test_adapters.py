@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -122,8 +123,14 @@ def test_bad_adapter_settings_are_refused_at_start(tiny_model: Path, corpus: Pat
                        r"name\. Its linear layers: .*q_proj"):  # fmt: skip
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "a", "--do_train", "--max_steps", "1", "--use_peft",
                           "--lora_target_modules", "qkv", "q_proj"))  # fmt: skip
+    # transformers 4.x's TrainingArguments exports --torch_compile as ACCELERATE_DYNAMO_BACKEND, and the launch set-up
+    # sets MASTER_ADDR: left in os.environ, every later run in this Python and every process it started compiled.
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    environment = dict(os.environ)
     with pytest.raises(UsageError, match="--use_peft with --torch_compile is not supported yet"):
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "b", "--do_train", "--use_peft", "--torch_compile"))
+    assert dict(os.environ) == environment
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(UsageError, match=r"--use_peft needs peft: pip install 'asr-finetune\[peft\]'"):
         ctc_main(ctc_args(tiny_model, corpus, tmp_path / "c", "--do_train", "--use_peft"))

@@ -12,11 +12,13 @@ from asr_finetune.evaluation.lm_decoding import LanguageModelArguments
 from asr_finetune.models.loading import load_feature_extractor
 from asr_finetune.tasks import ctc, ctc_lm, finetuning
 from asr_finetune.tasks.ctc import CTC
+from asr_finetune.training.launch import keeps_environment
 from asr_finetune.training.run_lock import releases_output_dir
 
 logger = logging.getLogger("run_speech_recognition_ctc")
 
 
+@keeps_environment
 @releases_output_dir
 def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from

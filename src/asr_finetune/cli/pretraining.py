@@ -20,12 +20,14 @@ from asr_finetune.tasks.pretraining.data import PretrainingCollator, load_splits
 from asr_finetune.tasks.pretraining.loop import Pretrainer, make_accelerator
 from asr_finetune.tasks.pretraining.model import load_config_and_features, new_pretraining_model
 from asr_finetune.training.checkpoints import resume_point
+from asr_finetune.training.launch import keeps_environment
 from asr_finetune.training.outputs import check_hub_access, disk_errors, push_to_hub
 from asr_finetune.training.run_lock import lock_output_dir, releases_output_dir
 
 logger = logging.getLogger("run_wav2vec2_pretraining_no_trainer")
 
 
+@keeps_environment
 @releases_output_dir
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments

@@ -10,11 +10,13 @@ from asr_finetune.models.loading import load_feature_extractor
 from asr_finetune.models.seq2seq import load_tokenizer
 from asr_finetune.tasks import finetuning, seq2seq
 from asr_finetune.tasks.seq2seq import SEQ2SEQ
+from asr_finetune.training.launch import keeps_environment
 from asr_finetune.training.run_lock import releases_output_dir
 
 logger = logging.getLogger("run_speech_recognition_seq2seq")
 
 
+@keeps_environment
 @releases_output_dir
 def main(argv: list[str] | None = None, streaming: bool = False) -> dict:
     # 1. Arguments (read once), launch environment, start-up checks, the checkpoint to resume from

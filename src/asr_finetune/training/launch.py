@@ -3,13 +3,16 @@ its teardown, and the commands gaudi_spawn.py runs (mpirun, deepspeed, or torchr
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -17,12 +20,33 @@ from asr_finetune.training.allocator import allocator_in_use
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MPI_ENV = {
     "RANK": "OMPI_COMM_WORLD_RANK",
     "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
     "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
     "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
 }
+
+
+def keeps_environment(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate an entry script's ``main``: the environment variables it set are undone when it returns or fails.
+    transformers 4.x's ``TrainingArguments`` exports ``ACCELERATE_DYNAMO_BACKEND`` (``--torch_compile``),
+    ``ACCELERATE_MIXED_PRECISION`` and ``ACCELERATE_USE_FSDP`` into ``os.environ``; left there, a second ``main``
+    in the same Python (a notebook, a sweep) and every process it starts would inherit the first run's choices."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        saved = dict(os.environ)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            if dict(os.environ) != saved:
+                os.environ.clear()
+                os.environ.update(saved)
+
+    return wrapper
 
 
 def prepare_launch_environment() -> None:
