@@ -125,7 +125,7 @@ def test_every_recipe_says_what_it_was_copied_from() -> None:
             assert "not checked" in recipe.note, recipe.name
         else:
             assert (REPO / SEED_DIR / meta["seed"]["command"]).is_file(), recipe.name
-    assert len(SEEDED) == 16
+    assert len(SEEDED) == 17
 
 
 @pytest.mark.parametrize("recipe", SEEDED, ids=[r.name for r in SEEDED])

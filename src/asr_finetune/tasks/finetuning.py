@@ -51,6 +51,7 @@ from asr_finetune.training.model_card import (
 from asr_finetune.training.outputs import check_hub_access, disk_errors
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
+from asr_finetune.training.sharding import check_sharding
 from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, finished_state, train_and_save
 from asr_finetune.training.trainers import wants_length_grouping
 
@@ -107,6 +108,7 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     check_streaming_flags(streaming_args, training_args, command.flags())
     batching_args.check(streaming_args.streaming)
     adapt_training_arguments(training_args)
+    check_sharding(training_args)
     choose_best_by(training_args, stopping_args, command.flags(), data_args.eval_metrics,
                    normalized=scores_normalized_text(data_args))
     run_eval = evaluation_requested(training_args)

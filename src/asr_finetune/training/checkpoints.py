@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_finetune.errors import UsageError
+from asr_finetune.training.sharding import has_fsdp_weights, sharded_weights_problem
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ def checkpoint_problem(checkpoint: str | Path) -> str | None:
         state = path / COMPLETE_MARKER
         return f"{COMPLETE_MARKER} is {'missing' if not state.exists() else 'empty or cut off'}"
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
-    if not weights:
+    fsdp_problem = sharded_weights_problem(path)
+    if fsdp_problem:
+        return fsdp_problem
+    if not weights and not has_fsdp_weights(path):
         return "no model weights"
     for weight in weights:
         if weight.suffix == ".safetensors" and not safetensors_complete(weight):

@@ -37,16 +37,24 @@ def gradients_finite(parameters: Iterable[torch.nn.Parameter]) -> bool:
 
 
 def first_nonfinite_parameter(model: torch.nn.Module) -> str | None:
-    """The name of the first parameter holding NaN/inf, or None."""
+    """The name of the first parameter holding NaN/inf, or None (of a sharded model: in this process's shards)."""
     for name, param in model.named_parameters():
-        if not torch.isfinite(param.detach()).all():
+        local = param.to_local() if hasattr(param, "to_local") else param  # an FSDP2 shard (DTensor)
+        if not torch.isfinite(local.detach()).all():
             return name
     return None
 
 
 def check_weights_finite(model: torch.nn.Module, where: str) -> None:
-    """Refuse to save a model with NaN/inf weights (it would only pass the damage on)."""
+    """Refuse to save a model with NaN/inf weights (it would only pass the damage on). A sharded model is checked
+    shard by shard, and every process learns the outcome (all of them call this)."""
     name = first_nonfinite_parameter(model)
+    sharded = any(hasattr(param, "to_local") for param in model.parameters())
+    if sharded and torch.distributed.is_initialized():
+        found = torch.tensor([0 if name is None else 1])
+        torch.distributed.all_reduce(found)
+        if found.item() and name is None:
+            name = "(in another process's shard)"
     if name is not None:
         raise NonFiniteError(f"Not saving {where}: parameter {name} holds NaN/inf values. The model is damaged; "
                              "resume from the last checkpoint after removing the clip that caused it.")

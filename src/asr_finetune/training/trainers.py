@@ -27,6 +27,15 @@ from asr_finetune.training.nonfinite import NonFiniteGuard, check_weights_finite
 from asr_finetune.training.preemption import StopRequest, StopRequestCallback
 from asr_finetune.training.redaction import secrets_removed
 from asr_finetune.training.run_flags import write_run_flags
+from asr_finetune.training.sharding import (
+    full_state_dict,
+    is_sharded,
+    is_wrapped,
+    load_fsdp_checkpoint_weights,
+    prepare_for_sharding,
+    shard_on_cpu,
+    write_checkpoint_config,
+)
 from asr_finetune.training.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
@@ -40,12 +49,13 @@ def wants_length_grouping(args: Any) -> bool:
 
 
 PRIVATE_TRAINER_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "_prepare_inputs", "_save",
-                         "_load_from_checkpoint", "get_batch_samples")
+                         "_load_from_checkpoint", "get_batch_samples", "_save_optimizer_and_scheduler")
 """Trainer internals we override or call (checked against transformers 4.55 and 5.24): ``_get_train_sampler``
 (length grouping by header durations), ``_get_eval_sampler`` (evaluation in dataset order), ``_prepare_inputs``
 (throughput and clip ids out of the batch), ``_save`` (finite weights, no token in training_args.bin),
-``_load_from_checkpoint`` (the weights of a finished run, :mod:`asr_finetune.tasks.finetuning`), ``get_batch_samples``
-(loader wait). tests/test_backends.py fails when transformers renames one of them."""
+``_load_from_checkpoint`` (the weights of a finished run, :mod:`asr_finetune.tasks.finetuning`; FSDP checkpoints
+into a model not sharded yet), ``get_batch_samples`` (loader wait), ``_save_optimizer_and_scheduler`` (the config
+and run flags of a sharded FSDP checkpoint). tests/test_backends.py fails when transformers renames one of them."""
 
 
 def compile_per_shape(buckets: int) -> None:
@@ -97,6 +107,8 @@ class SpeechSamplingMixin:
         self.throughput = ThroughputMeter()
         self.nonfinite = NonFiniteGuard(on_nonfinite_loss)
         super().__init__(*args, **kwargs)
+        if self.is_fsdp_enabled:
+            prepare_for_sharding(self)
         self.static_compile = bool(batching is not None and batching.static_shapes and self.args.torch_compile)
         if self.static_compile:
             compile_per_shape(batching.num_duration_buckets or STATIC_BUCKETS)
@@ -105,6 +117,10 @@ class SpeechSamplingMixin:
         self.add_callback(_NonFiniteCallback(self))
         self.add_callback(_BestMetricCallback())
         self.add_callback(TrainingCurvesCallback())
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        shard_on_cpu(self)
 
     def get_train_dataloader(self) -> DataLoader:
         if hasattr(self.train_dataset, "loader"):  # a stream (asr_finetune.data.streaming): it makes its own batches
@@ -169,12 +185,36 @@ class SpeechSamplingMixin:
         self.nonfinite.add_loss(float(loss.detach()))
         return loss
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """With sharded FSDP checkpoints, the final model (not a checkpoint) is gathered into one plain model."""
+        if is_sharded(self) and not _internal_call:
+            self._save(output_dir, state_dict=full_state_dict(self.model) if is_wrapped(self.model) else None)
+            return
+        super().save_model(output_dir, _internal_call=_internal_call)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if is_sharded(self):  # no _save for a sharded checkpoint: its config and run flags are written here
+            write_checkpoint_config(self, output_dir)
+            if self.run_flags is not None and self.args.should_save:
+                write_run_flags(output_dir, self.run_flags)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """An FSDP checkpoint's weights into a model not (yet) sharded: a finished run's evaluation and final
+        model. Sharded training resumes through the Trainer's own FSDP loading."""
+        if self.is_fsdp_enabled and not is_wrapped(model or self.model):
+            if load_fsdp_checkpoint_weights(model or self.model, resume_from_checkpoint):
+                return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         """Every model save (checkpoints, final model) passes here: refuse NaN/inf weights, and keep the Hub token
         out of training_args.bin (checked against transformers 4.55 and 5.24)."""
         check_weights_finite(self.model, output_dir or self.args.output_dir)
         with secrets_removed(self.args):
             super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:  # under FSDP every process comes here, to gather the weights
+            return
         if self.run_flags is not None:  # before the checkpoint's trainer_state.json: part of a complete checkpoint
             write_run_flags(output_dir or self.args.output_dir, self.run_flags)
         give_default_mode(output_dir or self.args.output_dir)
