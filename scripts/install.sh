@@ -17,4 +17,4 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command
 fi
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[test,phonemes,tensorboard,evaluate,export,peft]"
+python -m pip install -q -e ".[test,phonemes,tensorboard,evaluate,export,peft,bnb]"

@@ -48,6 +48,7 @@ from asr_finetune.training.model_card import (
     log_history_of,
     write_model_card,
 )
+from asr_finetune.training.optimizer_state import check_optimizer
 from asr_finetune.training.outputs import check_hub_access, disk_errors
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
@@ -108,6 +109,7 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
     check_streaming_flags(streaming_args, training_args, command.flags())
     batching_args.check(streaming_args.streaming)
     adapt_training_arguments(training_args)
+    check_optimizer(training_args)
     check_sharding(training_args)
     choose_best_by(training_args, stopping_args, command.flags(), data_args.eval_metrics,
                    normalized=scores_normalized_text(data_args))
