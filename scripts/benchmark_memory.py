@@ -4,10 +4,10 @@ wav2vec2-base-sized model, data, steps and seed.
 
     python scripts/benchmark_memory.py --work_dir /tmp/bench_memory
 
-The model is wav2vec2-base's shape (95M weights) with random weights, built from its config; the data is the
-synthetic digits corpus. Columns: each process's peak RSS (sampled), seconds per step, wall, and the losses of the
-first steps (DDP and FSDP train the same model, so they must agree within rounding; 8-bit Adam rounds its moments,
-so its losses drift from the second step on).
+The model is wav2vec2-base's shape (94M weights) with random weights, built from its config; the data is the
+synthetic digits corpus. Columns: what one process holds of the weights and Adam state, each process's peak RSS
+(sampled), seconds per step, wall; then each run's losses (DDP and FSDP train the same model, so they must agree
+within rounding; 8-bit Adam rounds its moments, so its losses drift from the third step on).
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def main() -> None:
         train = json.loads((out / "train_results.json").read_text())
         history = json.loads((out / "trainer_state.json").read_text())["log_history"]
         curves[name] = [entry["loss"] for entry in history if "loss" in entry]
-        rows.append({"run": name, "peak RSS per process GB": " / ".join(f"{peak:.2f}" for peak in peaks),
+        held = train["train_model_and_optimizer_state_gb"]
+        rows.append({"run": name, "weights + optimizer state per process GB": round(held, 2),
+                     "peak RSS per process GB": " / ".join(f"{peak:.2f}" for peak in peaks),
                      "s/step": round(train["train_runtime"] / args.steps, 2), "wall s": round(wall)})  # fmt: skip
         print(rows[-1], flush=True)
     print(markdown_table(rows))

@@ -81,6 +81,26 @@ def free_port() -> str:
         return str(sock.getsockname()[1])
 
 
+def kill_when_saved(proc: subprocess.Popen, checkpoint: Path, timeout_s: float = 300) -> None:
+    """kill -9 a training command (and, under torchrun, its workers: torchrun starts them in sessions of their own)
+    the moment ``checkpoint`` is complete: frozen first, so no process gets further, then killed."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.time() + timeout_s
+    while not (checkpoint / "trainer_state.json").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    launcher = psutil.Process(proc.pid)
+    processes = [launcher, *launcher.children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 PORT_TAKEN = ("Address already in use", "EADDRINUSE", "errno: 98")
 
 

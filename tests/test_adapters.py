@@ -22,6 +22,8 @@ from asr_finetune.cli.seq2seq import main as seq2seq_main
 from asr_finetune.errors import UsageError
 from asr_finetune.tools.tiny_models import save_tiny_whisper
 
+from conftest import REPO, kill_when_saved
+
 LORA = ("--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0")
 
 
@@ -82,11 +84,14 @@ def test_a_resumed_lora_run_ends_with_the_uninterrupted_weights(
     tiny_model: Path, corpus: Path, ctc_lora: Path, tmp_path: Path
 ) -> None:
     output_dir = tmp_path / "run"
-    shutil.copytree(ctc_lora, output_dir)
-    for path in [output_dir / "checkpoint-6", *output_dir.glob("*.safetensors"), output_dir / "adapter"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()  # as if killed right after checkpoint-3
-    ctc_main(ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "3",
-                      "--seed", "0", *LORA))  # fmt: skip
+    args = ctc_args(tiny_model, corpus, output_dir, "--do_train", "--max_steps", "6", "--save_steps", "3", "--seed",
+                    "0", *LORA)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # threads as the in-process run picks them
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_speech_recognition_ctc.py"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    kill_when_saved(proc, output_dir / "checkpoint-3")  # kill -9 right after the first checkpoint
+    assert not (output_dir / "checkpoint-6").exists(), "the run finished before the kill"
+    ctc_main(args)
     resumed, uninterrupted = weights(output_dir), weights(ctc_lora)
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.allclose(resumed[name], uninterrupted[name], atol=1e-6) for name in resumed)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
 from asr_finetune.training.sharding import cpu_fsdp_supported
 
-from conftest import REPO, free_port, run_on_free_port
+from conftest import REPO, free_port, kill_when_saved, run_on_free_port
 
 CTC = str(REPO / "scripts" / "run_speech_recognition_ctc.py")
 FSDP = ("--fsdp", "full_shard auto_wrap")
@@ -70,20 +68,6 @@ def weights_per_part(folder: Path) -> dict[str, int]:
     return held
 
 
-def kill_launch(proc: subprocess.Popen) -> None:
-    """kill -9 a torchrun launch whole: torchrun starts its workers in sessions of their own, so they are frozen
-    and killed one by one (killing torchrun alone leaves them training)."""
-    import psutil
-
-    launcher = psutil.Process(proc.pid)
-    processes = [launcher, *launcher.children(recursive=True)]
-    for process in processes:
-        process.send_signal(signal.SIGSTOP)
-    for process in processes:
-        process.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
@@ -104,6 +88,12 @@ def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     assert json.loads((whole / "eval_results.json").read_text())["eval_loss"] == pytest.approx(
         json.loads((ddp / "eval_results.json").read_text())["eval_loss"], rel=1e-4)  # fmt: skip
 
+    # Each process holds half of the weights and of the Adam state.
+    def state_gb(run: Path) -> float:
+        return json.loads((run / "train_results.json").read_text())["train_model_and_optimizer_state_gb"]
+
+    assert 0.4 < state_gb(whole) / state_gb(ddp) < 0.6, (state_gb(whole), state_gb(ddp))
+
     # Checkpoints hold one part per process and no gathered weights.
     checkpoint = whole / "checkpoint-3"
     parts = sorted(p.name for p in (checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))
@@ -119,10 +109,7 @@ def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(torchrun(free_port(), ctc_args(tiny_model, corpus, killed, *FSDP)), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while not (killed / "checkpoint-3" / "trainer_state.json").is_file() and time.time() < deadline:
-        time.sleep(0.005)
-    kill_launch(proc)
+    kill_when_saved(proc, killed / "checkpoint-3")
     assert not (killed / "checkpoint-6").exists(), "the run finished before the kill"
     log = train(ctc_args(tiny_model, corpus, killed, *FSDP))
     assert f"Resuming from {killed / 'checkpoint-3'}" in log

@@ -17,7 +17,7 @@ from asr_finetune.files import write_json, write_jsonl
 from asr_finetune.models.adapters import ADAPTER_DIR, lora_layers, merge_lora, save_adapter
 from asr_finetune.training.checkpoints import checkpoint_problem, read_state
 from asr_finetune.training.early_stopping import has_early_stopping, has_stopped, stopped_early
-from asr_finetune.training.memory import peak_memory
+from asr_finetune.training.memory import model_and_optimizer_state_gb, peak_memory
 from asr_finetune.training.outputs import PARTIAL_DIR, disk_errors, publish_files
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,9 @@ def train_and_save(trainer: Any, resume_from_checkpoint: str | None) -> dict[str
             trainer.stop_request.restore()
         trainer.stop_request.raise_if_stopped(trainer.args.output_dir)
         trained = sum(parameter.numel() for parameter in trainer.model.parameters() if parameter.requires_grad)
+        state_gb = model_and_optimizer_state_gb(trainer.model, trainer.optimizer)
         save_final_model(trainer)
-    metrics = {**result.metrics, "train_trained_parameters": trained}
+    metrics = {**result.metrics, "train_trained_parameters": trained, "train_model_and_optimizer_state_gb": state_gb}
     totals = trainer.throughput.totals()
     totals["bad_rows_skipped"] = _sum_over_processes(trainer, totals["bad_rows_skipped"])
     totals["nonfinite_steps_skipped"] = trainer.nonfinite.skipped_steps
