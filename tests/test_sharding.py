@@ -159,3 +159,27 @@ def test_fsdp_whisper_trains_and_generates_as_ddp(corpus: Path, tmp_path: Path) 
     ddp, fsdp = load_file(runs["ddp"] / "model.safetensors"), load_file(runs["fsdp"] / "model.safetensors")
     for name, tensor in ddp.items():
         torch.testing.assert_close(fsdp[name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_deepspeed_on_cpu_is_refused_instead_of_training_unsharded(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """Accelerate drops DeepSpeed on CPU processes (as it dropped FSDP): the run exited 0 having trained plain DDP."""
+    from types import SimpleNamespace
+
+    from asr_finetune.training.sharding import check_sharding
+
+    with pytest.raises(UsageError, match=r"--deepspeed on CPU processes: Accelerate leaves DeepSpeed out there, and "
+                       r"the run would train plain DDP"):  # fmt: skip
+        check_sharding(SimpleNamespace(deepspeed="ds_zero2.json", fsdp="", use_habana=False))
+    # Without deepspeed installed, transformers refuses while parsing: one line naming the package.
+    config = tmp_path / "ds_zero2.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        with pytest.raises(UsageError, match="needs a package that is not installed: .*deepspeed"):
+            ctc_main(ctc_args(tiny_model, corpus, tmp_path / "ds", "--deepspeed", str(config)))
+    else:
+        with pytest.raises(UsageError, match="--deepspeed on CPU processes"):
+            ctc_main(ctc_args(tiny_model, corpus, tmp_path / "ds", "--deepspeed", str(config)))

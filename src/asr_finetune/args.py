@@ -263,6 +263,8 @@ def parse_args(
         raise
     except ValueError as err:  # a dataclass's own check, or flags no argument group takes
         raise UsageError(str(err)) from err
+    except ImportError as err:  # e.g. --deepspeed without deepspeed installed: transformers checks while parsing
+        raise UsageError(f"A flag of this command needs a package that is not installed: {err}") from err
     for group in parsed:
         check_training_arguments(group)
     return parsed

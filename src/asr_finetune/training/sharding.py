@@ -41,6 +41,13 @@ def cpu_fsdp_supported() -> bool:
 
 def check_sharding(training_args: Any) -> None:
     """Refuse at start what cannot shard, and make checkpoints sharded unless ``--fsdp_config`` says otherwise."""
+    on_cpu = not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
+    if getattr(training_args, "deepspeed", None) and on_cpu:
+        raise UsageError(
+            "--deepspeed on CPU processes: Accelerate leaves DeepSpeed out there, and the run would train plain DDP, "
+            "unsharded. On CPU use --fsdp \"full_shard auto_wrap\"; DeepSpeed ZeRO runs on GPUs (and on Gaudi with "
+            "gaudi_spawn.py --use_deepspeed)."
+        )
     if not getattr(training_args, "fsdp", None):
         return
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -51,7 +58,6 @@ def check_sharding(training_args: Any) -> None:
         )
     if getattr(training_args, "deepspeed", None):
         raise UsageError("--fsdp and --deepspeed both shard the model: give one of them.")
-    on_cpu = not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
     if on_cpu and not cpu_fsdp_supported():
         import accelerate
 
