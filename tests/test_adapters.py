@@ -20,6 +20,7 @@ from test_seq2seq import corpus_texts, seq2seq_args
 from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.cli.seq2seq import main as seq2seq_main
 from asr_finetune.errors import UsageError
+from asr_finetune.evaluation.transcription import make_transcriber
 from asr_finetune.tools.tiny_models import save_tiny_whisper
 
 from conftest import REPO, kill_when_saved
@@ -47,6 +48,10 @@ def test_only_adapters_and_the_new_head_train(tiny_model: Path, ctc_lora: Path) 
     assert changed and all(name.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "out_proj") for name in changed)
     state = json.loads((ctc_lora / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+    # A checkpoint keeps the adapters apart: only training reads it, transcription says to use the output dir.
+    with pytest.raises(UsageError, match=r"checkpoint-6 is a checkpoint of a --use_peft run: its LoRA adapters are "
+                       r"not merged"):  # fmt: skip
+        make_transcriber(str(ctc_lora / "checkpoint-6"))
 
 
 def test_merged_model_loads_in_pipeline_without_peft(ctc_lora: Path) -> None:

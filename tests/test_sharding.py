@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
+from asr_finetune.evaluation.transcription import make_transcriber
+from asr_finetune.models.exports import export_model
 from asr_finetune.training.sharding import cpu_fsdp_supported
 
 from conftest import REPO, free_port, kill_when_saved, run_on_free_port
@@ -104,6 +106,11 @@ def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     total = sum(tensor.numel() for tensor in load_file(whole / "model.safetensors").values())
     assert sorted(held) == parts and all(0.4 * total < count < 0.6 * total for count in held.values()), (held, total)
     assert (checkpoint / "run_flags.json").is_file() and (checkpoint / "config.json").is_file()
+    # Only training reads the parts: transcribing or exporting the checkpoint says to use the output dir.
+    for use in (lambda: make_transcriber(str(checkpoint)), lambda: export_model(checkpoint, "onnx", tmp_path / "x")):
+        with pytest.raises(UsageError, match=r"checkpoint-3 is a checkpoint of a sharded \(--fsdp\) run: .* Use the "
+                           r"run's output dir"):  # fmt: skip
+            use()
 
     # kill -9 after the first checkpoint, rerun: the very weights of the uninterrupted run.
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

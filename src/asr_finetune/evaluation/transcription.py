@@ -28,7 +28,7 @@ from asr_finetune.evaluation.long_audio import LONG_FILE_SECONDS, LongFile, stre
 from asr_finetune.evaluation.longform import Timed, Transcript, transcribe, transcribe_timed
 from asr_finetune.files import atomic_write_text, write_json
 from asr_finetune.models.feature_encoder import speed_up_feature_encoders
-from asr_finetune.models.loading import dtype_kwargs, weights_dtype
+from asr_finetune.models.loading import dtype_kwargs, refuse_training_only_checkpoint, weights_dtype
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64")
 """What a folder input is searched for (recursively): the formats soundfile (libsndfile) reads."""
@@ -198,6 +198,7 @@ class Transcriber:
     """A model directory (or Hub id) loaded for inference, CTC or seq2seq, in float32 unless told otherwise."""
 
     def __init__(self, model: str, torch_dtype: str | None = None, num_beams: int | None = None) -> None:
+        refuse_training_only_checkpoint(model)
         try:
             config = AutoConfig.from_pretrained(model)
         except (OSError, ValueError) as err:

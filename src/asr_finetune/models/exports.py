@@ -14,7 +14,7 @@ from typing import Any
 
 from asr_finetune.errors import UsageError, require_module
 from asr_finetune.files import atomic_dir, refuse_to_replace
-from asr_finetune.models.loading import dtype_kwargs
+from asr_finetune.models.loading import dtype_kwargs, refuse_training_only_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def model_kind(model_dir: str | Path) -> str:
     """"whisper", "ctc" or another model type, from the model's config."""
     from transformers import AutoConfig
 
+    refuse_training_only_checkpoint(str(model_dir))
     try:
         config = AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError) as err:

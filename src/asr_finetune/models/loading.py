@@ -51,6 +51,33 @@ def require_model_or_config(model_name_or_path: str | None, config_name: str | N
 TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
+def refuse_training_only_checkpoint(model_name_or_path: str | None) -> None:
+    """Refuse, in one line, a local checkpoint folder that only training can resume from: the weights of a sharded
+    FSDP run (one part per process) or of a LoRA run before its adapters were merged. The run's output dir holds
+    the whole, plain model."""
+    if not model_name_or_path or not Path(model_name_or_path).is_dir():
+        return
+    folder = Path(model_name_or_path)
+    weights = folder / "model.safetensors"
+    if (folder / "pytorch_model_fsdp_0").is_dir() and not weights.is_file():
+        raise UsageError(
+            f"{folder} is a checkpoint of a sharded (--fsdp) run: its weights are split in one part per process, "
+            "which only the training command resumes from. Use the run's output dir (its model.safetensors is the "
+            "whole model), or rerun the training command, which publishes it."
+        )
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            adapted = any(".lora_A." in name or ".base_layer." in name for name in handle.keys())
+        if adapted:
+            raise UsageError(
+                f"{folder} is a checkpoint of a --use_peft run: its LoRA adapters are not merged into the weights, "
+                "and nothing but the training command reads them. Use the run's output dir (its model is merged), "
+                "or rerun the training command, which publishes it."
+            )
+
+
 def dtype_kwargs(dtype: torch.dtype | str) -> dict[str, Any]:
     """The ``from_pretrained`` / ``from_config`` keyword for the weights' dtype: ``dtype`` from transformers 4.56 on,
     ``torch_dtype`` before."""
@@ -136,6 +163,7 @@ def load_ctc_model(
     With ``config_name`` and no ``model_name_or_path`` the model starts from random weights. ``dtype``: see
     :func:`weights_dtype`.
     """
+    refuse_training_only_checkpoint(model_name_or_path)
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
     previous_vocab = getattr(config, "vocab_size", None)
     config.update(

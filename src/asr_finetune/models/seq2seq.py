@@ -23,6 +23,7 @@ from asr_finetune.models.loading import (
     dtype_kwargs,
     find_tokenizer,
     freeze_unused_mask_embedding,
+    refuse_training_only_checkpoint,
     use_mean_loss,
 )
 
@@ -129,6 +130,7 @@ def load_seq2seq_model(
     (:func:`asr_finetune.models.loading.weights_dtype`); transformers 5.x would otherwise keep an fp16 checkpoint in
     fp16.
     """
+    refuse_training_only_checkpoint(model_name_or_path)
     config = AutoConfig.from_pretrained(config_name or model_name_or_path, **kwargs)
     if getattr(config, "model_type", None) == "speech-encoder-decoder":
         consistent_decoder_layers(config.decoder, model_name_or_path or config_name)
