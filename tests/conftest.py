@@ -13,6 +13,7 @@ import pytest
 
 from asr_finetune.tools.synthetic import make_corpus
 from asr_finetune.tools.tiny_models import save_tiny_wav2vec2
+from asr_finetune.training.launch import environment_restored
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,15 @@ def require(tool: str) -> str:
 def sox(*args: str | Path) -> None:
     """Run sox; used to make real stereo / resampled / mp3 / flac / truncated files."""
     subprocess.run([require("sox"), *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Any:
+    """Undo what a test's in-process code wrote to os.environ: transformers' TrainingArguments exports some of its
+    settings there (ACCELERATE_DYNAMO_BACKEND for --torch_compile), and every later subprocess of the suite would
+    inherit them (it once made every later training run compile)."""
+    with environment_restored():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +99,10 @@ def kill_when_saved(proc: subprocess.Popen, checkpoint: Path, timeout_s: float =
 
     import psutil
 
+    from asr_finetune.training.checkpoints import read_state
+
     deadline = time.time() + timeout_s
-    while not (checkpoint / "trainer_state.json").is_file() and time.time() < deadline and proc.poll() is None:
+    while read_state(checkpoint) is None and time.time() < deadline and proc.poll() is None:  # written and whole
         time.sleep(0.005)
     launcher = psutil.Process(proc.pid)
     processes = [launcher, *launcher.children(recursive=True)]

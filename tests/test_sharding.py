@@ -9,21 +9,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
 from asr_finetune.cli.ctc import main as ctc_main
 from asr_finetune.errors import UsageError
 from asr_finetune.evaluation.transcription import make_transcriber
 from asr_finetune.models.exports import export_model
-from asr_finetune.training.sharding import cpu_fsdp_supported
 
 from conftest import REPO, free_port, kill_when_saved, run_on_free_port
 
 CTC = str(REPO / "scripts" / "run_speech_recognition_ctc.py")
 FSDP = ("--fsdp", "full_shard auto_wrap")
+STACK_RUNS_FSDP = int(transformers.__version__.split(".")[0]) >= 5  # the Gaudi stack's 4.55 refuses --fsdp
 
 
 def ctc_args(model: Path, corpus: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -74,9 +76,9 @@ def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
     ddp, whole, killed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "killed"
-    if not cpu_fsdp_supported():  # the Gaudi stack (accelerate 1.10.1): refused at start, in one line
+    if not STACK_RUNS_FSDP:  # the Gaudi stack (transformers 4.55, accelerate 1.10.1): refused at start, in one line
         proc = run_on_free_port(lambda port: torchrun(port, ctc_args(tiny_model, corpus, whole, *FSDP)), timeout=600)
-        assert proc.returncode != 0 and "--fsdp on CPU processes needs accelerate >= 1.16" in proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "--fsdp needs transformers >= 5" in proc.stdout + proc.stderr
         assert not (whole / "checkpoint-3").exists()
         return
     train(ctc_args(tiny_model, corpus, ddp))
@@ -130,6 +132,9 @@ def test_fsdp_shards_checkpoints_in_parts_resumes_after_kill_and_equals_ddp(
     assert load_file(whole / "model.safetensors").keys() == load_file(tmp_path / "published.safetensors").keys()
     for name, tensor in load_file(whole / "model.safetensors").items():
         assert torch.equal(tensor, load_file(tmp_path / "published.safetensors")[name]), name
+    # Its parts are read only by a sharded run: the rerun without --fsdp says so instead of failing in transformers.
+    with pytest.raises(UsageError, match=r"checkpoint-6 was written by a --fsdp run .* give the same --fsdp"):
+        ctc_main(ctc_args(tiny_model, corpus, whole))
 
 
 def test_fsdp_with_one_process_is_refused_at_start(tiny_model: Path, corpus: Path, tmp_path: Path,
@@ -144,8 +149,8 @@ def test_fsdp_with_one_process_is_refused_at_start(tiny_model: Path, corpus: Pat
 def test_fsdp_whisper_trains_and_generates_as_ddp(corpus: Path, tmp_path: Path) -> None:
     """Whisper (encoder + decoder with tied embeddings, evaluated by generate()) under FSDP: the DDP run's losses,
     predictions and weights."""
-    if not cpu_fsdp_supported():
-        pytest.skip("FSDP on CPU processes needs accelerate >= 1.16 (refusal tested above)")
+    if not STACK_RUNS_FSDP:
+        pytest.skip("--fsdp needs transformers >= 5 (its refusal is tested above)")
     from test_seq2seq import corpus_texts, seq2seq_args
 
     from asr_finetune.tools.tiny_models import save_tiny_whisper
@@ -172,8 +177,6 @@ def test_deepspeed_on_cpu_is_refused_instead_of_training_unsharded(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
     """Accelerate drops DeepSpeed on CPU processes (as it dropped FSDP): the run exited 0 having trained plain DDP."""
-    from types import SimpleNamespace
-
     from asr_finetune.training.sharding import check_sharding
 
     with pytest.raises(UsageError, match=r"--deepspeed on CPU processes: Accelerate leaves DeepSpeed out there, and "
@@ -190,3 +193,32 @@ def test_deepspeed_on_cpu_is_refused_instead_of_training_unsharded(
     else:
         with pytest.raises(UsageError, match="--deepspeed on CPU processes"):
             ctc_main(ctc_args(tiny_model, corpus, tmp_path / "ds", "--deepspeed", str(config)))
+
+
+@pytest.mark.skipif(not STACK_RUNS_FSDP, reason="--fsdp needs transformers >= 5 (its refusal is tested above)")
+def test_fsdp_combinations_that_cannot_work_are_refused_by_name(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from transformers import TrainingArguments
+
+    from asr_finetune.training.sharding import check_sharding
+
+    def check(args: TrainingArguments) -> None:
+        with monkeypatch.context() as launched:  # as under torchrun, once the arguments are made
+            launched.setenv("WORLD_SIZE", "2")
+            check_sharding(args)
+
+    refused = {
+        "--save_only_model with --fsdp: a sharded checkpoint's weights are saved with the optimizer state": {
+            "save_only_model": True},
+        "--fsdp with --torch_compile is not supported yet": {"torch_compile": True},
+        r"--fsdp_config version 1 \(FSDP1": {"fsdp_config": {"version": 1}},
+        "--fsdp_config activation_checkpointing and --gradient_checkpointing both": {
+            "fsdp_config": {"activation_checkpointing": True}, "gradient_checkpointing": True},
+    }
+    for message, settings in refused.items():
+        args = TrainingArguments(output_dir=str(tmp_path), fsdp="full_shard auto_wrap", use_cpu=True, **settings)
+        with pytest.raises(UsageError, match=message):
+            check(args)
+    args = TrainingArguments(output_dir=str(tmp_path), fsdp="full_shard auto_wrap", use_cpu=True)
+    check(args)
+    assert args.fsdp_plugin_args["state_dict_type"] == "SHARDED_STATE_DICT"  # the default this project sets

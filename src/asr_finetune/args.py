@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import sys
@@ -263,7 +264,7 @@ def parse_args(
         raise
     except ValueError as err:  # a dataclass's own check, or flags no argument group takes
         raise UsageError(str(err)) from err
-    except ImportError as err:  # e.g. --deepspeed without deepspeed installed: transformers checks while parsing
+    except importlib.metadata.PackageNotFoundError as err:  # --deepspeed without deepspeed: checked while parsing
         raise UsageError(f"A flag of this command needs a package that is not installed: {err}") from err
     for group in parsed:
         check_training_arguments(group)

@@ -51,6 +51,10 @@ def require_model_or_config(model_name_or_path: str | None, config_name: str | N
 TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
+SHARDED_WEIGHTS = "pytorch_model_fsdp_0"
+"""The folder of a sharded FSDP checkpoint's weights (torch.distributed.checkpoint, one file per process)."""
+
+
 def refuse_training_only_checkpoint(model_name_or_path: str | None) -> None:
     """Refuse, in one line, a local checkpoint folder that only training can resume from: the weights of a sharded
     FSDP run (one part per process) or of a LoRA run before its adapters were merged. The run's output dir holds
@@ -59,7 +63,7 @@ def refuse_training_only_checkpoint(model_name_or_path: str | None) -> None:
         return
     folder = Path(model_name_or_path)
     weights = folder / "model.safetensors"
-    if (folder / "pytorch_model_fsdp_0").is_dir() and not weights.is_file():
+    if (folder / SHARDED_WEIGHTS).is_dir() and not weights.is_file():
         raise UsageError(
             f"{folder} is a checkpoint of a sharded (--fsdp) run: its weights are split in one part per process, "
             "which only the training command resumes from. Use the run's output dir (its model.safetensors is the "

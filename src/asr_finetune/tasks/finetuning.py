@@ -52,7 +52,7 @@ from asr_finetune.training.optimizer_state import check_optimizer
 from asr_finetune.training.outputs import check_hub_access, disk_errors
 from asr_finetune.training.run_flags import check_resume_flags, run_flags
 from asr_finetune.training.run_lock import lock_output_dir
-from asr_finetune.training.sharding import check_sharding
+from asr_finetune.training.sharding import check_resume_sharding, check_sharding
 from asr_finetune.training.train_and_evaluate import DATASET_ROW, evaluate_and_report, finished_state, train_and_save
 from asr_finetune.training.trainers import wants_length_grouping
 
@@ -119,6 +119,7 @@ def start(task: Task, argv: Sequence[str] | None, streaming: bool = False) -> Fi
         group.check(training_args, streaming_args.streaming)
     adapters = next((group for group in task_groups if isinstance(group, AdapterArguments)), None)
     resume = prepare_run(training_args)
+    check_resume_sharding(resume, training_args)
     flags = {**run_flags(task.name, model_args, training_args), **adapter_flags(adapters)}
     if resume:
         done = finished_state(training_args, resume, early_stopping=stopping_args.early_stopping_patience is not None)

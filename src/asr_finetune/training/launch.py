@@ -3,13 +3,14 @@ its teardown, and the commands gaudi_spawn.py runs (mpirun, deepspeed, or torchr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,20 @@ MPI_ENV = {
 }
 
 
+@contextlib.contextmanager
+def environment_restored() -> Iterator[None]:
+    """On leaving, the environment variables are as on entering: added ones removed, changed ones put back."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in [name for name in os.environ if name not in saved]:
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
 def keeps_environment(main: Callable[..., T]) -> Callable[..., T]:
     """Decorate an entry script's ``main``: the environment variables it set are undone when it returns or fails.
     transformers 4.x's ``TrainingArguments`` exports ``ACCELERATE_DYNAMO_BACKEND`` (``--torch_compile``),
@@ -38,13 +53,8 @@ def keeps_environment(main: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        saved = dict(os.environ)
-        try:
+        with environment_restored():
             return main(*args, **kwargs)
-        finally:
-            if dict(os.environ) != saved:
-                os.environ.clear()
-                os.environ.update(saved)
 
     return wrapper
 

@@ -49,9 +49,9 @@ def check_weights_finite(model: torch.nn.Module, where: str) -> None:
     """Refuse to save a model with NaN/inf weights (it would only pass the damage on). A sharded model is checked
     shard by shard, and every process learns the outcome (all of them call this)."""
     name = first_nonfinite_parameter(model)
-    sharded = any(hasattr(param, "to_local") for param in model.parameters())
-    if sharded and torch.distributed.is_initialized():
-        found = torch.tensor([0 if name is None else 1])
+    shard = next((param.to_local() for param in model.parameters() if hasattr(param, "to_local")), None)
+    if shard is not None and torch.distributed.is_initialized():
+        found = torch.tensor([0 if name is None else 1], device=shard.device)  # NCCL reduces only GPU tensors
         torch.distributed.all_reduce(found)
         if found.item() and name is None:
             name = "(in another process's shard)"

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from asr_finetune.errors import UsageError
+from asr_finetune.models.loading import SHARDED_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
-SHARDED_WEIGHTS = "pytorch_model_fsdp_0"  # a torch.distributed.checkpoint folder, one file per process
 FULL_WEIGHTS = "pytorch_model_fsdp.bin"  # fsdp_config state_dict_type FULL_STATE_DICT
 CHECKPOINT_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, once every process has written
 
@@ -32,11 +31,20 @@ CPU_FSDP_ACCELERATE = "1.16"
 plugin without a GPU or HPU)."""
 
 
-def cpu_fsdp_supported() -> bool:
+def fsdp_unsupported(training_args: Any) -> str | None:
+    """Why this stack cannot run ``--fsdp`` as this module drives it, or None."""
     import accelerate
+    import transformers
     from packaging.version import Version
 
-    return Version(accelerate.__version__) >= Version(CPU_FSDP_ACCELERATE)
+    if not hasattr(training_args, "fsdp_plugin_args"):  # transformers 4.x hands FSDP to Accelerate through env vars
+        return (f"--fsdp needs transformers >= 5 (installed: {transformers.__version__}, the Gaudi stack's pin, "
+                "whose FSDP path this project does not drive)")  # fmt: skip
+    on_cpu = not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
+    if on_cpu and Version(accelerate.__version__) < Version(CPU_FSDP_ACCELERATE):
+        return (f"--fsdp on CPU processes needs accelerate >= {CPU_FSDP_ACCELERATE} (installed: "
+                f"{accelerate.__version__}, which cannot build FSDP without a GPU or HPU)")  # fmt: skip
+    return None
 
 
 def check_sharding(training_args: Any) -> None:
@@ -58,24 +66,41 @@ def check_sharding(training_args: Any) -> None:
         )
     if getattr(training_args, "deepspeed", None):
         raise UsageError("--fsdp and --deepspeed both shard the model: give one of them.")
-    if on_cpu and not cpu_fsdp_supported():
-        import accelerate
-
-        raise UsageError(
-            f"--fsdp on CPU processes needs accelerate >= {CPU_FSDP_ACCELERATE} (installed: {accelerate.__version__}, "
-            "which cannot build FSDP without a GPU or HPU). pip install -U accelerate, or leave --fsdp out."
-        )
-    plugin_args = getattr(training_args, "fsdp_plugin_args", None)
-    if plugin_args is None:
-        return
-    if plugin_args.get("fsdp_version", 1) != 2 and on_cpu:
-        raise UsageError(
-            "--fsdp_config version 1 (FSDP1) needs CUDA; on CPU processes FSDP2 runs: leave version out (2 is the "
-            "default) or set it to 2."
-        )
+    problem = fsdp_unsupported(training_args)
+    if problem:
+        raise UsageError(f"{problem}. pip install -U transformers accelerate, or leave --fsdp out.")
+    plugin_args = training_args.fsdp_plugin_args
+    if plugin_args.get("fsdp_version", 2) != 2:
+        raise UsageError("--fsdp_config version 1 (FSDP1, deprecated by transformers): this project runs FSDP2; "
+                         "leave version out (2 is the default) or set it to 2.")  # fmt: skip
+    if getattr(training_args, "torch_compile", False):
+        raise UsageError("--fsdp with --torch_compile is not supported yet: leave one out.")
+    if training_args.fsdp_config.get("activation_checkpointing") and training_args.gradient_checkpointing:
+        raise UsageError("--fsdp_config activation_checkpointing and --gradient_checkpointing both checkpoint "
+                         "activations: give one of them.")  # fmt: skip
     if "state_dict_type" not in training_args.fsdp_config:
         training_args.fsdp_config["state_dict_type"] = "SHARDED_STATE_DICT"
         plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
+    if getattr(training_args, "save_only_model", False) and "SHARDED" in plugin_args["state_dict_type"]:
+        raise UsageError("--save_only_model with --fsdp: a sharded checkpoint's weights are saved with the optimizer "
+                         "state, so its checkpoints would hold no weights. Leave --save_only_model out, or give "
+                         "--fsdp_config '{\"state_dict_type\": \"FULL_STATE_DICT\"}'.")  # fmt: skip
+
+
+def check_resume_sharding(checkpoint: str | Path | None, training_args: Any) -> None:
+    """Refuse to resume (or rerun) a checkpoint with the other choice of ``--fsdp``: a sharded checkpoint's parts are
+    read only by a sharded run, and a sharded run reads nothing else."""
+    if not checkpoint:
+        return
+    sharded = (Path(checkpoint) / SHARDED_WEIGHTS).is_dir()
+    fsdp = bool(getattr(training_args, "fsdp", None))
+    if sharded and not fsdp:
+        raise UsageError(f"{checkpoint} was written by a --fsdp run (its weights are in one part per process): "
+                         "give the same --fsdp to resume or rerun it, or --resume_from_checkpoint false to start "
+                         "fresh.")  # fmt: skip
+    if fsdp and not sharded and not has_fsdp_weights(Path(checkpoint)):
+        raise UsageError(f"{checkpoint} was written without --fsdp: resume it without --fsdp, or pass "
+                         "--resume_from_checkpoint false to start fresh with it.")  # fmt: skip
 
 
 def shard_on_cpu(trainer: Any) -> None:
@@ -160,7 +185,7 @@ def is_wrapped(model: Any) -> bool:
     """True once FSDP2 has sharded the model (its parameters are DTensors)."""
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(model, FSDPModule)
+    return isinstance(getattr(model, "_orig_mod", model), FSDPModule)
 
 
 def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
@@ -191,17 +216,16 @@ def load_fsdp_checkpoint_weights(model: torch.nn.Module, checkpoint: str | Path)
     checkpoint had FSDP weights. Used where no training follows (a finished run's evaluation and final model)."""
     checkpoint = Path(checkpoint)
     if (checkpoint / SHARDED_WEIGHTS / CHECKPOINT_METADATA).is_file():
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+        import torch.distributed.checkpoint as dcp
 
-        with tempfile.TemporaryDirectory(dir=checkpoint) as scratch:
-            merged = Path(scratch) / "model.pt"
-            dcp_to_torch_save(checkpoint / SHARDED_WEIGHTS, merged)
-            state = torch.load(merged, map_location="cpu", weights_only=True)
-    elif (checkpoint / FULL_WEIGHTS).is_file():
+        # Read in place into the model's own tensors, in this process alone: Accelerate saved them under "model".
+        dcp.load({"model": model.state_dict()}, checkpoint_id=str(checkpoint / SHARDED_WEIGHTS), no_dist=True)
+        return True
+    if (checkpoint / FULL_WEIGHTS).is_file():
         state = torch.load(checkpoint / FULL_WEIGHTS, map_location="cpu", weights_only=True)
     else:
         return False
-    state = state.get("model", state)  # Accelerate saves sharded weights under "model"
+    state = state.get("model", state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UsageError(f"{checkpoint} does not hold this model's weights (missing: {missing[:3]}, unexpected: "

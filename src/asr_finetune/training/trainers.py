@@ -202,14 +202,15 @@ class SpeechSamplingMixin:
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """An FSDP checkpoint's weights into a model not (yet) sharded: a finished run's evaluation and final
         model. Sharded training resumes through the Trainer's own FSDP loading."""
-        if self.is_fsdp_enabled and not is_wrapped(model or self.model):
-            if load_fsdp_checkpoint_weights(model or self.model, resume_from_checkpoint):
+        if self.is_fsdp_enabled and model is None and not is_wrapped(self.model):
+            if load_fsdp_checkpoint_weights(self.model, resume_from_checkpoint):
                 return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        """Every model save (checkpoints, final model) passes here: refuse NaN/inf weights, and keep the Hub token
-        out of training_args.bin (checked against transformers 4.55 and 5.24)."""
+        """Every model save but a sharded FSDP checkpoint's (its parts are written with the optimizer state) passes
+        here: refuse NaN/inf weights, and keep the Hub token out of training_args.bin (checked against transformers
+        4.55 and 5.24). Under FSDP every process comes here; only the main one writes."""
         check_weights_finite(self.model, output_dir or self.args.output_dir)
         with secrets_removed(self.args):
             super()._save(output_dir, state_dict=state_dict)
@@ -243,7 +244,8 @@ class SpeechSamplingMixin:
         if "loss" in logs:
             window = self.throughput.window()
             if self.args.world_size > 1:
-                summed = self.accelerator.reduce(torch.tensor([window["audio_seconds_per_second"]]), "sum")
+                speed = torch.tensor([window["audio_seconds_per_second"]], device=self.args.device)  # NCCL: on GPU
+                summed = self.accelerator.reduce(speed, "sum")
                 window["audio_seconds_per_second"] = round(float(summed[0]), 3)
             logs.update(window)
             if self.throughput.bad_rows_skipped:
