@@ -193,7 +193,15 @@ def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options)
+    state = get_model_state_dict(model, options=options)
+    # Tied weights (Whisper's output projection and token embeddings) come back as separate copies; sharing them
+    # again lets save_pretrained store them once, as it does for an unsharded model.
+    first_name: dict[int, str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        first = first_name.setdefault(id(parameter), name)
+        if first != name and first in state and name in state:
+            state[name] = state[first]
+    return state
 
 
 def sharded_weights_problem(checkpoint: Path) -> str | None:
