@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from asr_finetune.training.sharding import local_part
+
 
 def peak_memory() -> dict[str, float]:
     """``peak_rss_gb``: the largest resident set of this process so far (loader workers are processes of their
@@ -30,7 +32,7 @@ def model_and_optimizer_state_gb(model: torch.nn.Module, optimizer: Any) -> floa
             return sum(held(item) for item in value.values())
         if not torch.is_tensor(value):
             return 0
-        local = value.to_local() if hasattr(value, "to_local") else value  # an FSDP2 shard (DTensor)
+        local = local_part(value)
         return local.numel() * local.element_size()
 
     total = sum(held(parameter) for parameter in model.parameters())

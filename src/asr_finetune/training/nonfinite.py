@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from asr_finetune.errors import UsageError
+from asr_finetune.training.sharding import is_wrapped, local_part
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ def gradients_finite(parameters: Iterable[torch.nn.Parameter]) -> bool:
 def first_nonfinite_parameter(model: torch.nn.Module) -> str | None:
     """The name of the first parameter holding NaN/inf, or None (of a sharded model: in this process's shards)."""
     for name, param in model.named_parameters():
-        local = param.to_local() if hasattr(param, "to_local") else param  # an FSDP2 shard (DTensor)
-        if not torch.isfinite(local.detach()).all():
+        if not torch.isfinite(local_part(param).detach()).all():
             return name
     return None
 
@@ -49,9 +49,9 @@ def check_weights_finite(model: torch.nn.Module, where: str) -> None:
     """Refuse to save a model with NaN/inf weights (it would only pass the damage on). A sharded model is checked
     shard by shard, and every process learns the outcome (all of them call this)."""
     name = first_nonfinite_parameter(model)
-    shard = next((param.to_local() for param in model.parameters() if hasattr(param, "to_local")), None)
-    if shard is not None and torch.distributed.is_initialized():
-        found = torch.tensor([0 if name is None else 1], device=shard.device)  # NCCL reduces only GPU tensors
+    if is_wrapped(model) and torch.distributed.is_initialized():
+        device = next(model.parameters()).device  # NCCL reduces only GPU tensors
+        found = torch.tensor([0 if name is None else 1], device=device)
         torch.distributed.all_reduce(found)
         if found.item() and name is None:
             name = "(in another process's shard)"

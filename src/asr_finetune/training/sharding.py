@@ -31,6 +31,16 @@ CPU_FSDP_ACCELERATE = "1.16"
 plugin without a GPU or HPU)."""
 
 
+def on_cpu_processes(training_args: Any) -> bool:
+    """True when the processes train on CPU (no CUDA, no Gaudi): where Accelerate drops FSDP and DeepSpeed."""
+    return not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: its shard when FSDP2 sharded it (a DTensor), else the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def fsdp_unsupported(training_args: Any) -> str | None:
     """Why this stack cannot run ``--fsdp`` as this module drives it, or None."""
     import accelerate
@@ -40,8 +50,7 @@ def fsdp_unsupported(training_args: Any) -> str | None:
     if not hasattr(training_args, "fsdp_plugin_args"):  # transformers 4.x hands FSDP to Accelerate through env vars
         return (f"--fsdp needs transformers >= 5 (installed: {transformers.__version__}, the Gaudi stack's pin, "
                 "whose FSDP path this project does not drive)")  # fmt: skip
-    on_cpu = not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
-    if on_cpu and Version(accelerate.__version__) < Version(CPU_FSDP_ACCELERATE):
+    if on_cpu_processes(training_args) and Version(accelerate.__version__) < Version(CPU_FSDP_ACCELERATE):
         return (f"--fsdp on CPU processes needs accelerate >= {CPU_FSDP_ACCELERATE} (installed: "
                 f"{accelerate.__version__}, which cannot build FSDP without a GPU or HPU)")  # fmt: skip
     return None
@@ -49,8 +58,7 @@ def fsdp_unsupported(training_args: Any) -> str | None:
 
 def check_sharding(training_args: Any) -> None:
     """Refuse at start what cannot shard, and make checkpoints sharded unless ``--fsdp_config`` says otherwise."""
-    on_cpu = not torch.cuda.is_available() and not getattr(training_args, "use_habana", False)
-    if getattr(training_args, "deepspeed", None) and on_cpu:
+    if getattr(training_args, "deepspeed", None) and on_cpu_processes(training_args):
         raise UsageError(
             "--deepspeed on CPU processes: Accelerate leaves DeepSpeed out there, and the run would train plain DDP, "
             "unsharded. On CPU use --fsdp \"full_shard auto_wrap\"; DeepSpeed ZeRO runs on GPUs (and on Gaudi with "
